@@ -1,0 +1,41 @@
+# naiad — the two set-up commands of the README, and a few for development.
+# `make serve`: install and run the server on the bundled example model repository.
+# `make test`:  install and run the whole test suite (what CI runs).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PIP    := $(VENV)/bin/pip
+PY     := $(VENV)/bin/python
+# System libraries: jemalloc (allocator = "jemalloc") and libb64 (perf_analyzer).
+APT_PACKAGES := libjemalloc2 libb64-0d
+
+.PHONY: serve test install install-test system-deps debug clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null) \
+		|| echo "note: could not install $(APT_PACKAGES); jemalloc tests will be skipped"; \
+	fi
+
+install: $(VENV)/bin/activate system-deps
+	$(PIP) install -q -e .
+
+install-test: $(VENV)/bin/activate system-deps
+	$(PIP) install -q -e ".[test]"
+
+serve: install
+	$(VENV)/bin/naiad serve --model-repository examples/models
+
+test: install-test
+	$(PY) -m pytest -q
+
+# A debug build of ext/ (-O0 -g, bounds checks on) with Cython's annotated HTML.
+debug: $(VENV)/bin/activate
+	NAIAD_DEBUG_BUILD=1 NAIAD_CYTHON_ANNOTATE=1 $(PIP) install -q --no-build-isolation -e .
+
+clean:
+	rm -rf build *.egg-info ext/*.so ext/*.c ext/*.html protos/*_pb2*.py protos/*_pb2*.pyi

@@ -1,0 +1,1 @@
+"""Model runtimes (backends) that naiad loads by name: python, onnxruntime, pytorch, ..."""

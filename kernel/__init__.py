@@ -1,0 +1,1 @@
+"""naiad's microkernel: event loop, config, supervisor, bus, lifecycle and shutdown."""

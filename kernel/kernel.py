@@ -1,0 +1,179 @@
+"""The kernel: the composition root that builds services from config and runs them.
+
+Sequence (one deadline, written down once):
+  start   services in dependency order; the bus freezes first
+  run     until SIGTERM/SIGINT, `request_stop()`, or an essential service given up on
+  drain   readiness false -> services stop accepting -> wait for in-flight work up to
+          `exit_timeout_secs` (a second signal cuts this short)
+  stop    services in reverse order, each within its stop timeout
+The exit code is 0 after a clean drain, 1 when the deadline cut requests off, 2 when
+an essential service could not start or be kept up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import AsyncIterator
+
+from .bus import Bus
+from .config import NaiadConfig
+from .lifecycle import Lifecycle, Phase
+from .messages import DrainStarted, ServerLiveQuery, ServerReadyQuery
+from .service import Service, ServiceContext
+from .supervisor import RestartPolicy, StartupError, Supervisor
+
+log = logging.getLogger("naiad.kernel")
+
+EXIT_OK = 0
+EXIT_DRAIN_CUT = 1
+EXIT_FAILED = 2
+
+
+class Kernel:
+    def __init__(self, config: NaiadConfig, restart_policy: RestartPolicy = RestartPolicy()) -> None:
+        self.config = config
+        self.bus = Bus()
+        self.lifecycle = Lifecycle()
+        self.context = ServiceContext(
+            bus=self.bus, config=config, lifecycle=self.lifecycle, log=logging.getLogger("naiad")
+        )
+        self.services: dict[str, Service] = {}
+        for section in config.enabled_services():
+            ctx = ServiceContext(self.bus, config, self.lifecycle, logging.getLogger(f"naiad.services.{section.name}"))
+            svc = section.cls(section.name, section.config, ctx)
+            svc._essential = section.essential  # type: ignore[attr-defined]
+            self.services[section.name] = svc
+        self.supervisor = Supervisor(self.services, self.bus, restart_policy, on_give_up=self._give_up)
+        self._stop_requested = asyncio.Event()
+        self._force = asyncio.Event()
+        self._signals = 0
+        self.exit_code = EXIT_OK
+        self.started_at = 0.0
+        self.ready_at = 0.0
+
+    # ---------------------------------------------------------------- bus --
+
+    def _register_kernel_handlers(self) -> None:
+        async def live(_: ServerLiveQuery) -> bool:
+            return self.lifecycle.live
+
+        async def ready(_: ServerReadyQuery) -> bool:
+            return self.lifecycle.ready
+
+        self.bus.handle(ServerLiveQuery, live, owner="kernel")
+        self.bus.handle(ServerReadyQuery, ready, owner="kernel")
+
+    # ---------------------------------------------------------------- control --
+
+    def request_stop(self, exit_code: int | None = None) -> None:
+        if exit_code is not None and exit_code > self.exit_code:
+            self.exit_code = exit_code
+        self._stop_requested.set()
+
+    def _give_up(self, svc: Service, why: str) -> None:
+        self.request_stop(EXIT_FAILED)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            log.info("%s received: draining (up to %ds; send it again to stop at once)",
+                     name, self.config.server.exit_timeout_secs)
+            self.lifecycle.phase = Phase.DRAINING  # not ready before anything else happens
+            self.request_stop()
+        else:
+            log.warning("%s received again: cutting the drain short", name)
+            self._force.set()
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> "contextlib.Iterator[None]":
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    # ---------------------------------------------------------------- run --
+
+    async def start(self) -> None:
+        self.started_at = time.monotonic()
+        self._register_kernel_handlers()
+        for svc in self.supervisor.order:
+            svc.setup()
+        self.bus.freeze()
+        await self.supervisor.start_all()
+        self.lifecycle.phase = Phase.RUNNING
+        self.ready_at = time.monotonic()
+        log.info("naiad started in %.0f ms: %s", (self.ready_at - self.started_at) * 1000,
+                 ", ".join(s.name for s in self.supervisor.order) or "no services")
+
+    async def shutdown(self) -> int:
+        """Drain and stop; returns the exit code."""
+        lc = self.lifecycle
+        lc.phase = Phase.DRAINING
+        deadline = float(self.config.server.exit_timeout_secs)
+        await self.bus.publish(DrainStarted(deadline))
+        await self.supervisor.drain_all()
+        if lc.inflight:
+            log.info("waiting for %d in-flight request(s) (timeout %gs)", lc.inflight, deadline)
+        idle = asyncio.ensure_future(lc.wait_idle())
+        force = asyncio.ensure_future(self._force.wait())
+        try:
+            await asyncio.wait({idle, force}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+            force.cancel()
+        cut = lc.inflight
+        if cut:
+            why = "a second signal" if self._force.is_set() else f"the {deadline:g}s exit timeout"
+            log.error("shutdown: %s cut off %d in-flight request(s)", why, cut)
+            self.request_stop(EXIT_DRAIN_CUT)
+        lc.phase = Phase.STOPPING
+        errors = await self.supervisor.stop_all()
+        lc.phase = Phase.STOPPED
+        if errors and self.exit_code == EXIT_OK:
+            log.warning("%d error(s) while stopping services (see above)", len(errors))
+        log.info("naiad stopped (exit code %d)", self.exit_code)
+        return self.exit_code
+
+    async def serve(self) -> int:
+        """Start, run until asked to stop, drain, stop. Returns the exit code."""
+        with self._signal_handlers():
+            try:
+                await self.start()
+            except StartupError as exc:
+                log.critical("%s", exc)
+                self.request_stop(EXIT_FAILED)
+                await self.supervisor.stop_all()
+                self.lifecycle.phase = Phase.STOPPED
+                return self.exit_code
+            await self._stop_requested.wait()
+            return await self.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def run_kernel(config: NaiadConfig, restart_policy: RestartPolicy = RestartPolicy()) -> AsyncIterator[Kernel]:
+    """Start a kernel for the duration of a block (how tests run naiad in-process)."""
+    kernel = Kernel(config, restart_policy)
+    try:
+        await kernel.start()
+    except BaseException:
+        await kernel.supervisor.stop_all()
+        raise
+    try:
+        yield kernel
+    finally:
+        if kernel.lifecycle.phase not in (Phase.STOPPED,):
+            await kernel.shutdown()

@@ -1,0 +1,85 @@
+"""The HTTP service on aiohttp: listens, tracks live requests for the drain, and hands every
+request to the transport-neutral router."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from aiohttp import web
+
+from naiad.kernel.service import Service
+
+from .config import HttpConfig
+from .router import HttpRequest, HttpResponse, Router
+from .routes import build_router
+
+_SHUTTING_DOWN = HttpResponse.error("Server is shutting down", 503)
+
+
+class HttpService(Service):
+    Config = HttpConfig
+    stop_timeout = 15.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config: HttpConfig
+        self.router: Router | None = None
+        self._runner: web.ServerRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.router = build_router(self.bus)
+        max_body = cfg.max_body_bytes
+
+        def request_factory(message, payload, protocol, writer, task, _cls=web.BaseRequest):  # type: ignore[no-untyped-def]
+            return _cls(message, payload, protocol, writer, task, protocol._loop, client_max_size=max_body)
+
+        server = web.Server(self._handle, request_factory=request_factory,
+                            keepalive_timeout=cfg.keepalive_timeout_secs, access_log=None)
+        # stop() runs after the kernel's drain: whatever is still running then is cut off.
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_port=cfg.reuse_port or None,
+                           backlog=1024)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else cfg.port
+        for sock in sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.log.info("HTTP service listening on %s:%d", cfg.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        lifecycle = self.context.lifecycle
+        path = request.path
+        if not lifecycle.accepting and not path.startswith("/v2/health"):
+            return _to_aiohttp(_SHUTTING_DOWN, close=True)
+        lifecycle.enter()
+        try:
+            try:
+                body = await request.read() if request.body_exists else b""
+            except web.HTTPRequestEntityTooLarge:
+                return _to_aiohttp(HttpResponse.error(
+                    f"request body exceeds the limit of {self.config.max_body_bytes} bytes", 413), close=True)
+            assert self.router is not None
+            response = await self.router.dispatch(HttpRequest(request.method, path, request.headers, body))
+            return _to_aiohttp(response, close=not lifecycle.accepting)
+        finally:
+            lifecycle.leave()
+
+
+def _to_aiohttp(response: HttpResponse, close: bool = False) -> web.Response:
+    headers = response.headers
+    if close:
+        headers = dict(headers or {})
+        headers["Connection"] = "close"
+    out = web.Response(status=response.status, body=response.body, headers=headers)
+    if response.content_type:
+        out.content_type = response.content_type
+    return out

@@ -1,0 +1,174 @@
+"""Build script: maps the card's top-level folders into the `naiad` namespace,
+generates protobuf modules from protos/, and compiles the native hot path in ext/.
+
+Generated files (protos/*_pb2*.py, ext/*.c) are build outputs and never committed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+
+# Pinned build tools (uvloop's lesson): fail clearly rather than half-build.
+CYTHON_RANGE = ((3, 0), (3, 2))
+PYBIND11_RANGE = ((2, 12), (3, 0))
+
+# Top-level folder -> package inside the `naiad` namespace.  `naiad` itself is an
+# implicit namespace package so no extra top-level folder is needed.
+TOP_LEVEL = {
+    "naiad.kernel": "kernel",
+    "naiad.ext": "ext",
+    "naiad.services": "services",
+    "naiad.protos": "protos",
+    "naiad.backends": "backends",
+}
+
+
+def _packages() -> tuple[list[str], dict[str, str]]:
+    packages: list[str] = []
+    package_dir: dict[str, str] = {}
+    for pkg, folder in TOP_LEVEL.items():
+        package_dir[pkg] = folder
+        for init in sorted((ROOT / folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(ROOT / folder)
+            name = pkg if str(rel) == "." else pkg + "." + ".".join(rel.parts)
+            packages.append(name)
+    return packages, package_dir
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:2])
+
+
+def _check_tool(name: str, version: str, lo: tuple, hi: tuple) -> None:
+    v = _version_tuple(version)
+    if not (lo <= v < hi):
+        sys.exit(f"naiad build: {name} {version} found; need >= {lo} and < {hi}")
+
+
+# ---------------------------------------------------------------- protobuf --
+
+PROTO_DIR = ROOT / "protos"
+# Generated modules register in naiad's own descriptor pool, so that they can live
+# in one process with tritonclient's modules, which declare the same `inference.*`
+# names in protobuf's default pool.
+_POOL_IMPORT = "from naiad.protos._pool import POOL as _naiad_pool"
+
+
+def _rewrite_generated(path: Path) -> None:
+    text = path.read_text()
+    text = text.replace("_descriptor_pool.Default()", "_naiad_pool")
+    if "_naiad_pool" in text and _POOL_IMPORT not in text:
+        text = text.replace(
+            "from google.protobuf import descriptor_pool as _descriptor_pool",
+            "from google.protobuf import descriptor_pool as _descriptor_pool\n" + _POOL_IMPORT,
+        )
+    # protoc emits `import x_pb2`; ours live in naiad.protos.
+    text = re.sub(r"^import (\w+_pb2) as", r"from naiad.protos import \1 as", text, flags=re.M)
+    path.write_text(text)
+
+
+def generate_protos() -> None:
+    protos = sorted(PROTO_DIR.glob("*.proto"))
+    if not protos:
+        return
+    newest_src = max(p.stat().st_mtime for p in protos + [Path(__file__)])
+    outputs = [PROTO_DIR / (p.stem + "_pb2.py") for p in protos]
+    if all(o.exists() and o.stat().st_mtime >= newest_src for o in outputs):
+        return
+    try:
+        from grpc_tools import protoc
+    except ImportError:
+        sys.exit("naiad build: grpcio-tools is required to generate protos/ (pip install grpcio-tools)")
+    import grpc_tools
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    args = [
+        "protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{include}",
+        f"--python_out={PROTO_DIR}",
+        f"--pyi_out={PROTO_DIR}",
+        f"--grpc_python_out={PROTO_DIR}",
+        *[str(p) for p in protos],
+    ]
+    if protoc.main(args) != 0:
+        sys.exit("naiad build: protoc failed on protos/*.proto")
+    for out in PROTO_DIR.glob("*_pb2*.py"):
+        _rewrite_generated(out)
+
+
+# ------------------------------------------------------------------ native --
+
+def _extensions() -> list[Extension]:
+    import numpy
+    import pybind11
+    import Cython
+    from Cython.Build import cythonize
+
+    _check_tool("Cython", Cython.__version__, *CYTHON_RANGE)
+    _check_tool("pybind11", pybind11.__version__, *PYBIND11_RANGE)
+
+    debug = os.environ.get("NAIAD_DEBUG_BUILD") == "1"
+    copt = ["-O0", "-g"] if debug else ["-O3"]
+    cython_ext = []
+    for pyx in sorted((ROOT / "ext").glob("*.pyx")):
+        cython_ext.append(
+            Extension(
+                f"naiad.ext.{pyx.stem}",
+                [str(pyx.relative_to(ROOT))],
+                include_dirs=[numpy.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                extra_compile_args=copt,
+            )
+        )
+    directives = {"language_level": 3, "boundscheck": debug, "wraparound": False}
+    exts = cythonize(
+        cython_ext,
+        compiler_directives=directives,
+        annotate=os.environ.get("NAIAD_CYTHON_ANNOTATE") == "1",
+        quiet=True,
+    )
+    for cpp in sorted((ROOT / "ext").glob("*.cpp")):
+        exts.append(
+            Extension(
+                f"naiad.ext.{cpp.stem}",
+                [str(cpp.relative_to(ROOT))],
+                include_dirs=[pybind11.get_include()],
+                language="c++",
+                extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"],
+            )
+        )
+    return exts
+
+
+class BuildPy(build_py):
+    def run(self) -> None:
+        generate_protos()
+        super().run()
+
+
+class BuildExt(build_ext):
+    def run(self) -> None:
+        generate_protos()
+        super().run()
+
+
+packages, package_dir = _packages()
+
+setup(
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"naiad.ext": ["*.pyi", "*.pxd", "py.typed"], "naiad.protos": ["*.proto", "*.pyi"]},
+    ext_modules=_extensions(),
+    cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
+    zip_safe=False,
+)
