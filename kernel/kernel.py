@@ -19,7 +19,9 @@ import signal
 import time
 from typing import AsyncIterator
 
+from . import logs
 from .bus import Bus
+from .inference.messages import LogSettingRequest
 from .config import NaiadConfig
 from .lifecycle import Lifecycle, Phase
 from .messages import DrainStarted, ServerLiveQuery, ServerReadyQuery
@@ -64,8 +66,12 @@ class Kernel:
         async def ready(_: ServerReadyQuery) -> bool:
             return self.lifecycle.ready
 
+        async def log_settings(msg: LogSettingRequest) -> dict:
+            return logs.update_settings(msg.updates) if msg.updates else logs.settings_reply()
+
         self.bus.handle(ServerLiveQuery, live, owner="kernel")
         self.bus.handle(ServerReadyQuery, ready, owner="kernel")
+        self.bus.handle(LogSettingRequest, log_settings, owner="kernel")
 
     # ---------------------------------------------------------------- control --
 

@@ -99,3 +99,52 @@ def apply_levels() -> None:
     """Keep the logger's own level as high as the settings allow, so that debug calls on
     hot paths cost one comparison when verbose logging is off."""
     logging.getLogger("naiad").setLevel(logging.DEBUG if SETTINGS.verbose > 0 else logging.INFO)
+
+
+def settings_reply() -> dict:
+    s = SETTINGS
+    return {
+        "log_file": s.file,
+        "log_info": s.info,
+        "log_warning": s.warning,
+        "log_error": s.error,
+        "log_verbose_level": s.verbose,
+        "log_format": s.format,
+    }
+
+
+def update_settings(updates: dict) -> dict:
+    """Apply a logging-API update as Triton does; returns every setting afterwards.
+
+    Raises InferenceError with Triton's codes and words for refused values."""
+    from .inference.errors import ErrorCode, InferenceError
+
+    checked: dict = {}
+    for key, value in updates.items():
+        if key == "log_file":
+            if value is not None:
+                raise InferenceError("log file location can not be updated through network protocol",
+                                     ErrorCode.UNSUPPORTED)
+        elif key in ("log_info", "log_warning", "log_error"):
+            if not isinstance(value, bool):
+                raise InferenceError.invalid(f"expect boolean for '{key}'")
+            checked[key] = value
+        elif key == "log_verbose_level":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InferenceError.invalid("expect unsigned integer for 'log_verbose_level'")
+            checked[key] = value
+        elif key == "log_format":
+            if value not in ("default", "ISO8601"):
+                raise InferenceError.unavailable(
+                    f"invalid argument for log_format, got: {value}. Expected one of: default, ISO8601")
+            checked[key] = value
+        else:
+            raise InferenceError.invalid(f"unknown log setting '{key}'")
+    s = SETTINGS
+    s.info = checked.get("log_info", s.info)
+    s.warning = checked.get("log_warning", s.warning)
+    s.error = checked.get("log_error", s.error)
+    s.verbose = checked.get("log_verbose_level", s.verbose)
+    s.format = checked.get("log_format", s.format)
+    apply_levels()
+    return settings_reply()

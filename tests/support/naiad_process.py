@@ -38,6 +38,8 @@ class NaiadProcess:
         self.config_text = config
         self.extra_env = env or {}
         self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
         self.ready_timeout = ready_timeout
         self.http = http
         self.proc: subprocess.Popen | None = None
@@ -47,6 +49,15 @@ class NaiadProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def http_address(self) -> str:
+        """host:port as tritonclient.http wants it."""
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "naiad.kernel.main", "serve"]
         if self.config_text is not None:
@@ -55,6 +66,13 @@ class NaiadProcess:
             cmd += ["--config", str(path)]
         if self.http and not any(f.startswith("--http-port") for f in self.flags):
             cmd += [f"--http-port={self.http_port}", "--http-address=127.0.0.1"]
+        # Ports of the other built-in services, on loopback, when this build has them.
+        from naiad.kernel.config import BUILTIN_SERVICES
+
+        if "grpc" in BUILTIN_SERVICES and not any(f.startswith("--grpc-port") for f in self.flags):
+            cmd += [f"--grpc-port={self.grpc_port}", "--grpc-address=127.0.0.1"]
+        if "metrics" in BUILTIN_SERVICES and not any(f.startswith("--metrics-port") for f in self.flags):
+            cmd += [f"--metrics-port={self.metrics_port}", "--metrics-address=127.0.0.1"]
         return cmd + self.flags
 
     def start(self, wait_ready: bool = True) -> None:
