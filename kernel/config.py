@@ -25,6 +25,8 @@ from .schema import ConfigError, build, setting
 # Built-in services by name -> import string. A third-party service is any other name
 # with a `module` key. Order here is only the default listing order.
 BUILTIN_SERVICES: dict[str, str] = {
+    "models": "naiad.services.models:ModelService",
+    "repository": "naiad.services.repository:RepositoryPoller",
     "http": "naiad.services.http:HttpService",
 }
 

@@ -326,19 +326,27 @@ class FutureSink(ResponseSink):
 
 
 class QueueSink(ResponseSink):
-    """Feeds a stream of responses to an async iterator; `None` marks the end."""
+    """Feeds a stream of responses to an async iterator; `None` marks the end. Anything
+    sent after the end is ignored."""
 
-    __slots__ = ("queue",)
+    __slots__ = ("queue", "done")
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.done = False
 
     def send(self, response: InferenceResponse) -> None:
+        if self.done:
+            return
         self.queue.put_nowait(response)
         if response.final:
+            self.done = True
             self.queue.put_nowait(None)
 
     def finish(self, error: InferenceError | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
         if error is not None:
             self.queue.put_nowait(error)
         self.queue.put_nowait(None)

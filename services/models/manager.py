@@ -1,0 +1,409 @@
+"""The repository manager: finds models, loads / reloads / unloads them through their
+backends, applies the control mode, and answers which version serves a request.
+
+Loading one model: read config.pbtxt (or the JSON override), fill Triton's defaults, let
+the backend auto-complete it, pick versions by policy, create every instance, start the
+scheduler — then swap it in. A reload builds the new versions fully before the old ones
+stop, so the model keeps serving throughout; a failed reload leaves the old ones serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from naiad.kernel.importer import import_from_string
+from naiad.kernel.inference import model_config as mcfg
+from naiad.kernel.inference.backend import Backend, BackendContext, InstanceSpec, ModelSpec
+from naiad.kernel.inference.errors import ErrorCode, InferenceError
+from naiad.kernel.inference.messages import ModelIndexEntry, ModelStateChanged
+
+from . import repository as repo
+from .lifecycle import LoadedVersion, ModelRecord, State
+from .recorder import StatsRecorder
+from .scheduler import BatchingConfig, Scheduler
+
+log = logging.getLogger("naiad.services.models")
+
+# Backend name -> import string. A backend appears here once it exists.
+BACKENDS: dict[str, str] = {
+    "python": "naiad.backends.python:PythonBackend",
+}
+
+# Files that tell which backend a model folder needs when its config names none.
+_BACKEND_BY_FILE = (
+    ("model.py", "python"),
+    ("model.onnx", "onnxruntime"),
+    ("model.pt", "pytorch"),
+    ("model.plan", "tensorrt"),
+)
+
+
+class ModelManager:
+    def __init__(
+        self,
+        repositories: list[Path],
+        control_mode: str,
+        auto_complete: bool,
+        backend_context: BackendContext,
+        backend_settings: dict[str, dict[str, str]],
+        spawn: Callable[[Any, str], asyncio.Task],
+        publish: Callable[[Any], Any],
+        load_threads: int = 4,
+        load_retries: int = 0,
+    ) -> None:
+        self.repositories = repositories
+        self.control_mode = control_mode
+        self.auto_complete = auto_complete
+        self.backend_context = backend_context
+        self.backend_settings = backend_settings
+        self._spawn = spawn
+        self._publish = publish
+        self.records: dict[str, ModelRecord] = {}
+        self.backends: dict[str, Backend] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._load_slots = asyncio.Semaphore(load_threads)
+        self._load_retries = load_retries
+
+    # ------------------------------------------------------------------ lookup --
+
+    def resolve(self, name: str, version: str = "") -> LoadedVersion:
+        record = self.records.get(name)
+        if record is None:
+            raise InferenceError.not_found(f"Request for unknown model: '{name}' is not found")
+        return record.resolve(version)
+
+    def index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
+        out: list[ModelIndexEntry] = []
+        known = dict.fromkeys(repo.list_models(self.repositories))
+        for name in list(known) + [n for n in self.records if n not in known]:
+            record = self.records.get(name)
+            if record is None:
+                if not ready_only:
+                    out.append(ModelIndexEntry(name=name))
+                continue
+            if record.versions:
+                for v in sorted(record.versions):
+                    lv = record.versions[v]
+                    if ready_only and lv.state is not State.READY:
+                        continue
+                    out.append(ModelIndexEntry(name, lv.version_str, lv.state.value, lv.reason))
+            elif not ready_only:
+                out.append(ModelIndexEntry(name, "", record.state.value, record.reason))
+        return sorted(out, key=lambda e: (e.name, int(e.version) if e.version else 0))
+
+    # ------------------------------------------------------------------ backends --
+
+    def _backend(self, name: str) -> Backend:
+        backend = self.backends.get(name)
+        if backend is not None:
+            return backend
+        spec = BACKENDS.get(name)
+        if spec is None:
+            raise InferenceError.invalid(f"unable to find backend '{name}' (naiad has: {', '.join(sorted(BACKENDS))})")
+        cls = import_from_string(spec)
+        settings = dict(self.backend_settings.get("default", {}))
+        settings.update(self.backend_settings.get(name, {}))
+        if not self.auto_complete:
+            settings.setdefault("auto_complete", "false")
+        ctx = BackendContext(**{**self.backend_context.__dict__, "config": settings})
+        backend = self.backends[name] = cls(ctx)
+        return backend
+
+    @staticmethod
+    def _backend_name(config: Any, model_dir: Path, versions: list[int]) -> str:
+        if config.backend:
+            return config.backend
+        if config.platform:
+            name = mcfg.PLATFORM_BACKENDS.get(config.platform)
+            if name is None:
+                raise InferenceError.invalid(f"unknown platform '{config.platform}'")
+            return name
+        for v in reversed(versions):
+            for filename, backend in _BACKEND_BY_FILE:
+                if (model_dir / str(v) / filename).exists():
+                    return backend
+        raise InferenceError.invalid(
+            "model configuration names no backend or platform, and no model file tells which one to use")
+
+    # ------------------------------------------------------------------ loading --
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    def _set_state(self, lv: LoadedVersion, state: State, reason: str = "") -> None:
+        lv.state = state
+        lv.reason = reason
+        self._publish(ModelStateChanged(lv.name, lv.version_str, state.value, reason))
+
+    async def _read_config(self, name: str, model_dir: Path, override: str | None) -> tuple[Any, str, list[int]]:
+        config_path = model_dir / repo.CONFIG_FILE
+        if override is not None:
+            config = mcfg.parse_json(override, f"config override of '{name}'")
+        elif config_path.exists():
+            config = mcfg.parse_file(config_path)
+        elif self.auto_complete:
+            config = mcfg.ModelConfig()
+        else:
+            raise InferenceError.invalid(
+                f"failed to load '{name}': no {repo.CONFIG_FILE} in {model_dir} and auto-complete is disabled")
+        if config.name and config.name != name:
+            raise InferenceError.invalid(
+                f"unexpected 'name' in model configuration: expected '{name}', got '{config.name}'")
+        config.name = name
+        available = repo.version_folders(model_dir)
+        backend_name = self._backend_name(config, model_dir, available)
+        if not config.backend and not config.platform:
+            config.backend = backend_name
+        mcfg.normalize(config, name)
+        if self.auto_complete:
+            backend = self._backend(backend_name)
+            latest = available[-1] if available else 1
+            config = await backend.auto_complete(model_dir, latest, config)
+            config.name = name
+            mcfg.normalize(config, name)
+        self._check_config(config)
+        return config, backend_name, available
+
+    @staticmethod
+    def _check_config(config: Any) -> None:
+        if config.max_batch_size < 0:
+            raise InferenceError.invalid(f"model '{config.name}': max_batch_size must be >= 0")
+        for kind, tensors in (("input", config.input), ("output", config.output)):
+            names = set()
+            for t in tensors:
+                if not t.name:
+                    raise InferenceError.invalid(f"model '{config.name}': an {kind} has no name")
+                if t.name in names:
+                    raise InferenceError.invalid(f"model '{config.name}': duplicate {kind} '{t.name}'")
+                names.add(t.name)
+                if t.data_type == 0:
+                    raise InferenceError.invalid(f"model '{config.name}': {kind} '{t.name}' has no data_type")
+        if config.HasField("dynamic_batching") and config.max_batch_size == 0:
+            log.warning("model '%s': dynamic_batching has no effect with max_batch_size 0", config.name)
+
+    async def _build_version(self, name: str, version: int, location_repo: Path, model_dir: Path,
+                             config: Any, backend: Backend) -> LoadedVersion:
+        spec = ModelSpec(name=name, version=version, repository=location_repo, model_dir=model_dir, config=config)
+        lv = LoadedVersion(spec, backend, StatsRecorder(name, version))
+        lv.load_labels()
+        instance_specs = []
+        for group in config.instance_group:
+            kind = mcfg.kind_name(group.kind)
+            devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
+            index = 0
+            for device in devices:
+                for _ in range(group.count):
+                    instance_specs.append(InstanceSpec(
+                        name=f"{group.name}_{index}", kind=kind, device_id=device, group=group.name, index=index))
+                    index += 1
+        results = await asyncio.gather(*(backend.create_instance(spec, i) for i in instance_specs),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        created = [r for r in results if not isinstance(r, BaseException)]
+        if errors:
+            await asyncio.gather(*(inst.close() for inst in created), return_exceptions=True)
+            err = errors[0]
+            if isinstance(err, InferenceError):
+                raise err
+            raise InferenceError.internal(f"{err.__class__.__name__}: {err}")
+        lv.instances = list(created)
+        lv.scheduler = Scheduler(name, version, lv.instances, BatchingConfig(config), lv.recorder, self._spawn)
+        lv.scheduler.start()
+        return lv
+
+    async def load(self, name: str, config_override: str | None = None,
+                   files: dict[str, bytes] | None = None) -> None:
+        """Load or reload `name`; raises InferenceError with the reason on failure."""
+        async with self._lock(name), self._load_slots:
+            record = self.records.get(name)
+            if record is None:
+                record = self.records[name] = ModelRecord(name)
+            record.wanted = True
+            temp_dir = None
+            try:
+                if files:
+                    if config_override is None:
+                        raise InferenceError.invalid(
+                            f"failed to load '{name}': a load with file overrides must also provide 'config'")
+                    temp_dir = tempfile.TemporaryDirectory(prefix=f"naiad-{name}-")
+                    model_dir = Path(temp_dir.name) / name
+                    model_dir.mkdir()
+                    for key, content in files.items():
+                        if not key.startswith("file:"):
+                            raise InferenceError.invalid(f"unrecognized load parameter '{key}'")
+                        target = repo.safe_join(model_dir, key[len("file:"):])
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(content)
+                    repository = Path(temp_dir.name)
+                else:
+                    location = repo.list_models(self.repositories).get(name)
+                    if location is None:
+                        raise InferenceError.not_found(f"failed to load '{name}', failed to poll from model repository")
+                    model_dir, repository = location.model_dir, location.repository
+                fp = repo.fingerprint(model_dir)
+                started = time.monotonic()
+                new_versions = await self._load_versions(name, model_dir, repository, config_override)
+            except InferenceError as exc:
+                if temp_dir is not None:
+                    temp_dir.cleanup()
+                self._record_failure(record, exc)
+                raise
+            except Exception as exc:
+                if temp_dir is not None:
+                    temp_dir.cleanup()
+                err = InferenceError.internal(f"failed to load '{name}': {exc.__class__.__name__}: {exc}")
+                self._record_failure(record, err)
+                raise err from exc
+            old = record.versions
+            old_temp = record.temp_dir
+            record.versions = {lv.version: lv for lv in new_versions}
+            record.fingerprint = fp
+            record.model_dir = model_dir
+            record.temp_dir = temp_dir
+            record.state, record.reason = State.READY, ""
+            for lv in new_versions:
+                self._set_state(lv, State.READY)
+            record.refresh_latest()
+            log.info("loaded model '%s' version(s) %s in %.0f ms", name,
+                     ", ".join(lv.version_str for lv in new_versions), (time.monotonic() - started) * 1000)
+            # The new versions serve from here on; retire the old ones.
+            await asyncio.gather(*(self._retire(lv) for lv in old.values()))
+            if old_temp is not None:
+                old_temp.cleanup()
+
+    def _record_failure(self, record: ModelRecord, exc: InferenceError) -> None:
+        log.error("failed to load '%s': %s", record.name, exc.message)
+        if record.latest is None:  # nothing serving: the model is unavailable with this reason
+            record.versions = {}
+            record.state, record.reason = State.UNAVAILABLE, exc.message
+            self._publish(ModelStateChanged(record.name, "", State.UNAVAILABLE.value, exc.message))
+
+    async def _load_versions(self, name: str, model_dir: Path, repository: Path,
+                             override: str | None) -> list[LoadedVersion]:
+        attempts = self._load_retries + 1
+        for attempt in range(attempts):
+            try:
+                config, backend_name, available = await self._read_config(name, model_dir, override)
+                versions = repo.select_versions(config, available)
+                if not versions:
+                    raise InferenceError.invalid(f"failed to load '{name}': no version is available")
+                backend = self._backend(backend_name)
+                built: list[LoadedVersion] = []
+                try:
+                    for v in versions:
+                        built.append(await self._build_version(name, v, repository, model_dir, config, backend))
+                except BaseException:
+                    await asyncio.gather(*(self._retire(lv, announce=False) for lv in built), return_exceptions=True)
+                    raise
+                return built
+            except InferenceError as exc:
+                if attempt + 1 >= attempts:
+                    raise
+                log.warning("loading '%s' failed (attempt %d of %d): %s", name, attempt + 1, attempts, exc.message)
+        raise AssertionError("unreachable")
+
+    async def _retire(self, lv: LoadedVersion, announce: bool = True) -> None:
+        if announce:
+            self._set_state(lv, State.UNLOADING)
+        if lv.scheduler is not None:
+            await lv.scheduler.drain_and_stop(timeout=30)
+        await asyncio.gather(*(inst.close() for inst in lv.instances), return_exceptions=True)
+        lv.instances = []
+        if announce:
+            self._set_state(lv, State.UNAVAILABLE, "unloaded")
+
+    async def unload(self, name: str) -> None:
+        async with self._lock(name):
+            record = self.records.get(name)
+            if record is None or not record.versions:
+                if record is None and name not in repo.list_models(self.repositories):
+                    raise InferenceError.not_found(f"failed to unload '{name}', no version is available")
+                if record is not None:
+                    record.wanted = False
+                    record.state, record.reason = State.UNAVAILABLE, "unloaded"
+                return
+            record.wanted = False
+            versions = list(record.versions.values())
+            for lv in versions:
+                self._set_state(lv, State.UNLOADING)
+            record.refresh_latest()  # nothing new is routed to an unloading version
+            await asyncio.gather(*(self._retire(lv, announce=False) for lv in versions))
+            for lv in versions:
+                self._set_state(lv, State.UNAVAILABLE, "unloaded")
+            record.refresh_latest()
+            if record.temp_dir is not None:
+                record.temp_dir.cleanup()
+                record.temp_dir = None
+            log.info("unloaded model '%s'", name)
+
+    # ------------------------------------------------------------------ control modes --
+
+    async def load_many(self, names: list[str]) -> dict[str, InferenceError]:
+        """Load several models concurrently; returns the failures by name."""
+        async def one(n: str) -> tuple[str, InferenceError | None]:
+            try:
+                await self.load(n)
+                return n, None
+            except InferenceError as exc:
+                return n, exc
+
+        results = await asyncio.gather(*(one(n) for n in names))
+        return {n: e for n, e in results if e is not None}
+
+    async def load_at_start(self, load_models: list[str]) -> dict[str, InferenceError]:
+        found = repo.list_models(self.repositories)
+        if self.control_mode == "explicit":
+            names = list(found) if "*" in load_models else list(dict.fromkeys(load_models))
+        else:
+            names = list(found)
+        return await self.load_many(names)
+
+    async def poll(self) -> None:
+        """Apply what changed on disk: load added models, reload changed ones, unload removed."""
+        found = repo.list_models(self.repositories)
+        tasks: list[Awaitable] = []
+        for name, loc in found.items():
+            record = self.records.get(name)
+            if record is None or (record.temp_dir is None and record.fingerprint != repo.fingerprint(loc.model_dir)):
+                if record is not None and not record.versions and record.fingerprint == repo.fingerprint(loc.model_dir):
+                    continue
+                tasks.append(self._poll_load(name))
+        for name, record in list(self.records.items()):
+            if name not in found and record.versions and record.temp_dir is None:
+                tasks.append(self.unload(name))
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _poll_load(self, name: str) -> None:
+        try:
+            await self.load(name)
+        except InferenceError:
+            # The reason is in the index; remember the fingerprint so that a broken model
+            # is retried only when its files change.
+            record = self.records.get(name)
+            loc = repo.list_models(self.repositories).get(name)
+            if record is not None and loc is not None:
+                record.fingerprint = repo.fingerprint(loc.model_dir)
+
+    def check_control(self, action: str) -> None:
+        if self.control_mode == "none":
+            raise InferenceError(
+                "explicit model load / unload is not allowed if polling is enabled", ErrorCode.UNAVAILABLE)
+        if self.control_mode == "poll" and action == "unload":
+            raise InferenceError(
+                "explicit model load / unload is not allowed if polling is enabled", ErrorCode.UNAVAILABLE)
+
+    def all_wanted_ready(self) -> bool:
+        return all(r.latest is not None for r in self.records.values() if r.wanted)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.unload(n) for n in list(self.records)), return_exceptions=True)
+        await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)

@@ -1,0 +1,378 @@
+"""The "models" service: answers the inference API on the bus.
+
+Per request (the hot path): resolve the model version (dict lookups), validate against its
+config, resolve shared-memory inputs, enqueue on its scheduler, await the response, then
+write shared-memory outputs and classification results if the request asked for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import numpy as np
+
+from naiad.kernel.inference import messages as m
+from naiad.kernel.inference.backend import BackendContext
+from naiad.kernel.inference.errors import ErrorCode, InferenceError
+from naiad.kernel.inference.types import (
+    FutureSink,
+    InferenceRequest,
+    InferenceResponse,
+    QueueSink,
+    ResponseSink,
+    Tensor,
+)
+from naiad.kernel.schema import setting
+from naiad.kernel.service import Service
+from naiad.kernel.version import TRITON_COMPATIBLE_VERSION
+
+from .lifecycle import LoadedVersion
+from .manager import ModelManager
+from .shm import SharedMemoryRegistry
+
+# What naiad implements of Triton's extensions, in Triton's order.
+_EXTENSIONS = (
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+)
+
+
+@dataclass
+class ModelsConfig:
+    unload_timeout_secs: float = setting(30.0, "how long an unload waits for queued requests", "", minimum=0)
+
+
+class _StreamSink(ResponseSink):
+    """Wraps a caller's sink: post-processes each response and records statistics."""
+
+    __slots__ = ("inner", "service", "lv", "request")
+
+    def __init__(self, inner: ResponseSink, service: "ModelService", lv: LoadedVersion, request: InferenceRequest):
+        self.inner = inner
+        self.service = service
+        self.lv = lv
+        self.request = request
+
+    def send(self, response: InferenceResponse) -> None:
+        try:
+            self.service._postprocess(self.lv, self.request, response)
+        except InferenceError as exc:
+            response = InferenceResponse(self.lv.name, self.lv.version_str, id=self.request.id,
+                                         error=exc, final=response.final)
+        if response.final:
+            self.lv.recorder.request_done(self.request.arrival_ns, response.error is None)
+        self.inner.send(response)
+
+    def finish(self, error: InferenceError | None = None) -> None:
+        self.lv.recorder.request_done(self.request.arrival_ns, error is None)
+        self.inner.finish(error)
+
+
+class ModelService(Service):
+    Config = ModelsConfig
+    start_timeout = 3600.0  # loading a large repository takes as long as it takes
+    stop_timeout = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.manager: ModelManager | None = None
+        self.shm = SharedMemoryRegistry()
+        server = self.context.config.server
+        self._server_id = server.id
+        self._strict = server.strict_readiness
+        self._run_id = ""
+
+    # ------------------------------------------------------------------ setup --
+
+    def setup(self) -> None:
+        h = self.bus.handle
+        own = self.name
+        h(InferenceRequest, self.infer, own)
+        h(m.StreamInfer, self.stream_infer, own)
+        h(m.ServerMetadataQuery, self._server_metadata, own)
+        h(m.ModelReadyQuery, self._model_ready, own)
+        h(m.ModelMetadataQuery, self._model_metadata, own)
+        h(m.ModelConfigQuery, self._model_config, own)
+        h(m.ModelIsDecoupledQuery, self._is_decoupled, own)
+        h(m.RepositoryIndexQuery, self._index, own)
+        h(m.LoadModel, self._load, own)
+        h(m.UnloadModel, self._unload, own)
+        h(m.PollRepository, self._poll, own)
+        h(m.ModelStatisticsQuery, self._statistics, own)
+        h(m.SystemShmRegister, self._shm_register, own)
+        h(m.SystemShmUnregister, self._shm_unregister, own)
+        h(m.SystemShmStatus, self._shm_status, own)
+        h(m.CudaShmRegister, self._cuda_register, own)
+        h(m.CudaShmUnregister, self._cuda_unregister, own)
+        h(m.CudaShmStatus, self._cuda_status, own)
+
+    async def start(self) -> None:
+        import uuid
+
+        server = self.context.config.server
+        self._run_id = uuid.uuid4().hex[:12]
+        ctx = BackendContext(
+            infer=self.infer_internal,
+            stream=self.stream_internal,
+            model_ready=self._bls_model_ready,
+            load_model=self._bls_load,
+            unload_model=self._bls_unload,
+            server_id=server.id,
+            run_id=self._run_id,
+            log_verbose=self.context.config.log.verbose,
+        )
+        self.manager = ModelManager(
+            repositories=[Path(p) for p in server.model_repository],
+            control_mode=server.model_control_mode,
+            auto_complete=not server.disable_auto_complete_config,
+            backend_context=ctx,
+            backend_settings=self.context.config.backends,
+            spawn=self.spawn,
+            publish=self.bus.publish_nowait,
+            load_threads=server.model_load_thread_count,
+            load_retries=server.model_load_retry_count,
+        )
+        self._update_readiness()
+        failures = await self.manager.load_at_start(server.load_model)
+        self._update_readiness()
+        if failures:
+            names = ", ".join(sorted(failures))
+            if server.exit_on_error:
+                raise RuntimeError(f"failed to load model(s) {names} at start (--exit-on-error=true)")
+            self.log.error("failed to load model(s) %s; serving the others", names)
+
+    async def stop(self) -> None:
+        if self.manager is not None:
+            await self.manager.close()
+        self.shm.close()
+
+    def _update_readiness(self) -> None:
+        ok = True if not self._strict or self.manager is None else self.manager.all_wanted_ready()
+        self.context.lifecycle.set_condition("models", ok)
+
+    # ------------------------------------------------------------------ inference --
+
+    def _prepare(self, request: InferenceRequest) -> tuple[LoadedVersion, int]:
+        manager = self.manager
+        if manager is None:
+            raise InferenceError.unavailable("models are not loaded yet")
+        lv = manager.resolve(request.model_name, request.model_version)
+        batch = lv.schema.validate(request)
+        for t in request.inputs:
+            if t.shm is not None and t._raw is None:
+                self.shm.resolve_input(t)
+        if request.outputs:
+            for out in request.outputs:
+                if out.shm is not None:
+                    self.shm.check_output(out.shm)
+        return lv, batch
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """The unary inference entry (bus handler for InferenceRequest)."""
+        lv, batch = self._prepare(request)
+        if lv.decoupled:
+            where = "HTTP end point" if request.protocol == "http" else "ModelInfer RPC"
+            raise InferenceError.unsupported(
+                f"{where} doesn't support models with decoupled transaction policy")
+        future = asyncio.get_running_loop().create_future()
+        lv.scheduler.enqueue(request, FutureSink(future), batch)  # type: ignore[union-attr]
+        try:
+            response: InferenceResponse = await future
+        except InferenceError:
+            lv.recorder.request_done(request.arrival_ns, False)
+            raise
+        except asyncio.CancelledError:
+            request.cancel.cancel()  # the caller went away: the model sees is_cancelled()
+            raise
+        if response.error is None and request.outputs:
+            self._postprocess(lv, request, response)
+        lv.recorder.request_done(request.arrival_ns, response.error is None)
+        return response
+
+    async def stream_infer(self, msg: m.StreamInfer) -> None:
+        """The streaming entry: responses (any number for decoupled models) go to the sink."""
+        request = msg.request
+        lv, batch = self._prepare(request)
+        sink = _StreamSink(msg.sink, self, lv, request)
+        lv.scheduler.enqueue(request, sink, batch)  # type: ignore[union-attr]
+
+    def _postprocess(self, lv: LoadedVersion, request: InferenceRequest, response: InferenceResponse) -> None:
+        if response.error is not None or not request.outputs:
+            return
+        wanted = {o.name: o for o in request.outputs}
+        outputs = []
+        for t in response.outputs:
+            spec = wanted.get(t.name)
+            if spec is None:
+                continue
+            if spec.classification:
+                t = self._classify(lv, t, spec.classification, request)
+            if spec.shm is not None:
+                t = self.shm.write_output(t, spec.shm)
+            outputs.append(t)
+        response.outputs = outputs
+
+    @staticmethod
+    def _classify(lv: LoadedVersion, tensor: Tensor, k: int, request: InferenceRequest) -> Tensor:
+        """Triton's classification extension: top-K "value:index[:label]" strings."""
+        if tensor.datatype == "BYTES":
+            raise InferenceError.invalid(f"class result not available for output due to unsupported type 'BYTES'")
+        arr = np.asarray(tensor.array)
+        batched = lv.schema.max_batch_size > 0 and arr.ndim >= 1
+        rows = arr.reshape(arr.shape[0], -1) if batched else arr.reshape(1, -1)
+        labels = lv.labels.get(tensor.name, [])
+        k = min(k, rows.shape[1])
+        out = np.empty((rows.shape[0], k), dtype=object)
+        for r, row in enumerate(rows):
+            order = np.argsort(-row.astype(np.float64), kind="stable")[:k]
+            for j, idx in enumerate(order):
+                value = row[idx]
+                text = f"{float(value):f}:{idx}"
+                if idx < len(labels):
+                    text += f":{labels[idx]}"
+                out[r, j] = text.encode()
+        shape = out.shape if batched else (k,)
+        return Tensor(tensor.name, "BYTES", shape, array=out.reshape(shape))
+
+    # ------------------------------------------------------------------ BLS (from backends) --
+
+    async def infer_internal(self, request: InferenceRequest) -> InferenceResponse:
+        if not request.protocol:
+            request.protocol = "bls"
+        return await self.infer(request)
+
+    async def stream_internal(self, request: InferenceRequest) -> AsyncIterator[InferenceResponse]:
+        if not request.protocol:
+            request.protocol = "bls"
+        sink = QueueSink()
+        await self.stream_infer(m.StreamInfer(request, sink))
+        async for response in sink:
+            yield response
+
+    async def _bls_model_ready(self, name: str, version: str) -> bool:
+        return await self._model_ready(m.ModelReadyQuery(name, version))
+
+    async def _bls_load(self, name: str, config: str, files: dict[str, bytes]) -> None:
+        await self._load(m.LoadModel(name, config or None, files))
+
+    async def _bls_unload(self, name: str, unload_dependents: bool) -> None:
+        await self._unload(m.UnloadModel(name, unload_dependents))
+
+    # ------------------------------------------------------------------ metadata --
+
+    async def _server_metadata(self, _: m.ServerMetadataQuery) -> m.ServerMetadata:
+        extensions = list(_EXTENSIONS)
+        if self.bus.has_handler(m.TraceSettingRequest):
+            extensions.append("trace")
+        if self.bus.has_handler(m.LogSettingRequest):
+            extensions.append("logging")
+        return m.ServerMetadata(self._server_id, TRITON_COMPATIBLE_VERSION, tuple(extensions))
+
+    async def _model_ready(self, msg: m.ModelReadyQuery) -> bool:
+        try:
+            self.manager.resolve(msg.name, msg.version)  # type: ignore[union-attr]
+        except InferenceError:
+            return False
+        return True
+
+    async def _model_metadata(self, msg: m.ModelMetadataQuery) -> m.ModelMetadata:
+        lv = self.manager.resolve(msg.name, msg.version)  # type: ignore[union-attr]
+        record = self.manager.records[msg.name]  # type: ignore[union-attr]
+        if msg.version:
+            versions = (lv.version_str,)
+        else:
+            versions = tuple(str(v) for v in sorted(record.versions) if record.versions[v].state.value == "READY")
+        schema = lv.schema
+        lead = (-1,) if schema.max_batch_size > 0 else ()
+        inputs = tuple(m.TensorMetadata(s.name, s.datatype, lead + s.dims) for s in schema.inputs.values())
+        outputs = tuple(m.TensorMetadata(s.name, s.datatype, lead + s.dims) for s in schema.outputs.values())
+        platform = lv.config.platform or lv.config.backend
+        return m.ModelMetadata(msg.name, versions, platform, inputs, outputs)
+
+    async def _model_config(self, msg: m.ModelConfigQuery) -> Any:
+        return self.manager.resolve(msg.name, msg.version).config  # type: ignore[union-attr]
+
+    async def _is_decoupled(self, msg: m.ModelIsDecoupledQuery) -> bool:
+        return self.manager.resolve(msg.name, msg.version).decoupled  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ repository --
+
+    async def _index(self, msg: m.RepositoryIndexQuery) -> list:
+        return self.manager.index(msg.ready_only)  # type: ignore[union-attr]
+
+    async def _load(self, msg: m.LoadModel) -> None:
+        manager = self.manager
+        assert manager is not None
+        manager.check_control("load")
+        if manager.control_mode == "poll":
+            await manager.poll()
+        else:
+            await manager.load(msg.name, msg.config, msg.files)
+        self._update_readiness()
+
+    async def _unload(self, msg: m.UnloadModel) -> None:
+        manager = self.manager
+        assert manager is not None
+        manager.check_control("unload")
+        await manager.unload(msg.name)
+        self._update_readiness()
+
+    async def _poll(self, _: m.PollRepository) -> None:
+        if self.manager is not None and self.manager.control_mode == "poll":
+            await self.manager.poll()
+            self._update_readiness()
+
+    # ------------------------------------------------------------------ statistics --
+
+    async def _statistics(self, msg: m.ModelStatisticsQuery) -> list:
+        manager = self.manager
+        assert manager is not None
+        if msg.name:
+            record = manager.records.get(msg.name)
+            if record is None:
+                raise InferenceError.not_found(f"Request for unknown model: '{msg.name}' is not found")
+            if msg.version:
+                return [record.resolve(msg.version).recorder.snapshot()]
+            versions = [lv for lv in record.versions.values() if lv.state.value == "READY"]
+            if not versions:
+                raise InferenceError.unavailable(
+                    f"Request for unknown model: '{msg.name}' has no available versions")
+            return [lv.recorder.snapshot() for lv in sorted(versions, key=lambda v: v.version)]
+        out = []
+        for name in sorted(manager.records):
+            for v in sorted(manager.records[name].versions):
+                lv = manager.records[name].versions[v]
+                if lv.state.value == "READY":
+                    out.append(lv.recorder.snapshot())
+        return out
+
+    # ------------------------------------------------------------------ shared memory --
+
+    async def _shm_register(self, msg: m.SystemShmRegister) -> None:
+        self.shm.register_system(msg.name, msg.key, msg.offset, msg.byte_size)
+
+    async def _shm_unregister(self, msg: m.SystemShmUnregister) -> None:
+        self.shm.unregister_system(msg.name)
+
+    async def _shm_status(self, msg: m.SystemShmStatus) -> list:
+        return self.shm.system_status(msg.name)
+
+    async def _cuda_register(self, msg: m.CudaShmRegister) -> None:
+        self.shm.register_cuda(msg.name, msg.raw_handle, msg.device_id, msg.byte_size)
+
+    async def _cuda_unregister(self, msg: m.CudaShmUnregister) -> None:
+        self.shm.unregister_cuda(msg.name)
+
+    async def _cuda_status(self, msg: m.CudaShmStatus) -> list:
+        return self.shm.cuda_status(msg.name)

@@ -1,0 +1,139 @@
+"""Registered shared-memory regions (Triton's system and CUDA shared-memory extensions).
+
+A system region is a POSIX shared-memory object (`/dev/shm/<key>`) mapped once at
+registration; inputs are read as views over the mapping (no copy) and outputs written
+into it. Every offset and size is checked against the registered window.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+from naiad.kernel.inference.errors import ErrorCode, InferenceError
+from naiad.kernel.inference.messages import CudaShmRegion, SystemShmRegion
+from naiad.kernel.inference.types import SharedMemoryRef, Tensor
+
+_SHM_ROOT = "/dev/shm"
+
+
+class _Region:
+    __slots__ = ("info", "mapping", "view")
+
+    def __init__(self, info: SystemShmRegion, mapping: mmap.mmap) -> None:
+        self.info = info
+        self.mapping = mapping
+        self.view = memoryview(mapping)[info.offset: info.offset + info.byte_size]
+
+    def close(self) -> None:
+        self.view.release()
+        try:
+            self.mapping.close()
+        except BufferError:
+            # A request still reads a view of it; the mapping goes when that view does.
+            pass
+
+
+class SharedMemoryRegistry:
+    def __init__(self) -> None:
+        self._system: dict[str, _Region] = {}
+        self._cuda: dict[str, CudaShmRegion] = {}
+
+    # ------------------------------------------------------------------ system --
+
+    def register_system(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        if name in self._system or name in self._cuda:
+            raise InferenceError(f"shared memory region '{name}' already in manager", ErrorCode.ALREADY_EXISTS)
+        if offset < 0 or byte_size <= 0:
+            raise InferenceError.invalid(
+                f"failed to register shared memory region '{name}': offset and byte_size must be positive")
+        shm_name = key.lstrip("/")
+        if not shm_name or "/" in shm_name or shm_name in (".", ".."):
+            raise InferenceError.invalid(f"Unable to open shared memory region: '{key}'")
+        path = os.path.join(_SHM_ROOT, shm_name)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            raise InferenceError.invalid(f"Unable to open shared memory region: '{key}': {exc.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if offset + byte_size > size:
+                raise InferenceError.invalid(
+                    f"failed to register shared memory region '{name}': offset {offset} + byte_size {byte_size} "
+                    f"exceeds the region's size {size}")
+            mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self._system[name] = _Region(SystemShmRegion(name, key, offset, byte_size), mapping)
+
+    def unregister_system(self, name: str = "") -> None:
+        names = [name] if name else list(self._system)
+        for n in names:
+            region = self._system.pop(n, None)
+            if region is not None:
+                region.close()
+
+    def system_status(self, name: str = "") -> list[SystemShmRegion]:
+        if name:
+            region = self._system.get(name)
+            if region is None:
+                raise InferenceError.not_found(f"Unable to find system shared memory region: '{name}'")
+            return [region.info]
+        return [r.info for r in self._system.values()]
+
+    # ------------------------------------------------------------------ CUDA --
+
+    def register_cuda(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
+        # CUDA IPC needs a GPU and cuda-python; the CUDA path registers here when present.
+        raise InferenceError.invalid(
+            f"failed to register CUDA shared memory region: '{name}', GPUs not supported")
+
+    def unregister_cuda(self, name: str = "") -> None:
+        if name:
+            self._cuda.pop(name, None)
+        else:
+            self._cuda.clear()
+
+    def cuda_status(self, name: str = "") -> list[CudaShmRegion]:
+        if name:
+            region = self._cuda.get(name)
+            if region is None:
+                raise InferenceError.not_found(f"Unable to find cuda shared memory region: '{name}'")
+            return [region]
+        return list(self._cuda.values())
+
+    # ------------------------------------------------------------------ use in inference --
+
+    def _window(self, ref: SharedMemoryRef) -> memoryview:
+        region = self._system.get(ref.region)
+        if region is None:
+            if ref.region in self._cuda:
+                raise InferenceError.invalid(f"CUDA shared memory region '{ref.region}' is not supported here")
+            raise InferenceError.not_found(f"Unable to find shared memory region: '{ref.region}'")
+        if ref.offset < 0 or ref.byte_size < 0 or ref.offset + ref.byte_size > region.info.byte_size:
+            raise InferenceError.invalid(
+                f"Invalid offset + byte size for shared memory region: '{ref.region}'")
+        return region.view[ref.offset: ref.offset + ref.byte_size]
+
+    def resolve_input(self, tensor: Tensor) -> None:
+        """Give an shm-backed input its data: a view over the region (no copy)."""
+        tensor._raw = self._window(tensor.shm)  # type: ignore[arg-type]
+
+    def check_output(self, ref: SharedMemoryRef) -> None:
+        self._window(ref)
+
+    def write_output(self, tensor: Tensor, ref: SharedMemoryRef) -> Tensor:
+        """Copy an output into its region; returns the tensor as it is reported back."""
+        window = self._window(ref)
+        raw = memoryview(tensor.raw).cast("B")
+        if raw.nbytes > window.nbytes:
+            raise InferenceError.invalid(
+                f"shared memory size specified with the request for output '{tensor.name}' "
+                f"({window.nbytes} bytes) should be at least {raw.nbytes} bytes to hold the results")
+        window[: raw.nbytes] = raw
+        return Tensor(tensor.name, tensor.datatype, tensor.shape,
+                      shm=SharedMemoryRef(ref.region, raw.nbytes, ref.offset))
+
+    def close(self) -> None:
+        self.unregister_system()
+        self.unregister_cuda()
