@@ -22,6 +22,7 @@ from typing import AsyncIterator
 from . import logs
 from .bus import Bus
 from .inference.messages import LogSettingRequest
+from .inference.trace import TraceHub
 from .config import NaiadConfig
 from .lifecycle import Lifecycle, Phase
 from .messages import DrainStarted, ServerLiveQuery, ServerReadyQuery
@@ -44,8 +45,10 @@ class Kernel:
             bus=self.bus, config=config, lifecycle=self.lifecycle, log=logging.getLogger("naiad")
         )
         self.services: dict[str, Service] = {}
+        self.traces = TraceHub()
         for section in config.enabled_services():
-            ctx = ServiceContext(self.bus, config, self.lifecycle, logging.getLogger(f"naiad.services.{section.name}"))
+            ctx = ServiceContext(self.bus, config, self.lifecycle, logging.getLogger(f"naiad.services.{section.name}"),
+                                 self.traces)
             svc = section.cls(section.name, section.config, ctx)
             svc._essential = section.essential  # type: ignore[attr-defined]
             self.services[section.name] = svc

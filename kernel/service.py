@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Coroutine
 
 from .bus import Bus
@@ -22,6 +22,7 @@ from .messages import ServiceStateChanged
 
 if TYPE_CHECKING:
     from .config import NaiadConfig
+    from .inference.trace import TraceHub
     from .lifecycle import Lifecycle
 
 
@@ -44,12 +45,20 @@ class EmptyConfig:
 @dataclass
 class ServiceContext:
     """What the kernel gives every service: the bus, the whole validated config (read
-    only), the server lifecycle (readiness, in-flight work), and a logger."""
+    only), the server lifecycle (readiness, in-flight work), a logger, and the trace hub
+    (shared by all services: the tracing service sets it, protocols read it)."""
 
     bus: Bus
     config: "NaiadConfig"
     lifecycle: "Lifecycle"
     log: logging.Logger
+    traces: "TraceHub" = field(default_factory=lambda: _trace_hub())
+
+
+def _trace_hub() -> "TraceHub":
+    from .inference.trace import TraceHub
+
+    return TraceHub()
 
 
 class ServiceCrash(Exception):

@@ -166,6 +166,8 @@ class Scheduler:
             timeout_us = request.timeout_us
         if timeout_us:
             pending.deadline_ns = pending.enqueue_ns + timeout_us * 1000
+        if request.trace is not None:
+            request.trace.stamp("QUEUE_START", pending.enqueue_ns)
         queue.append(pending)
         self.size += 1
         self.recorder.queued()
@@ -335,6 +337,13 @@ class Scheduler:
             queue_ns = sum(now - p.enqueue_ns for p in batch)
             batch_size = sum(p.batch_size for p in batch)
             self.recorder.executed(batch_size, len(batch), queue_ns, times)
+            for r in requests:
+                trace = r.trace
+                if trace is not None:
+                    trace.stamp("COMPUTE_START", times.compute_start)
+                    trace.stamp("COMPUTE_INPUT_END", times.compute_input_end)
+                    trace.stamp("COMPUTE_OUTPUT_START", times.compute_output_start)
+                    trace.stamp("COMPUTE_END", times.compute_end)
         finally:
             self._running -= 1
             if self._drained is not None and self.size == 0 and self._running == 0:

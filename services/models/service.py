@@ -72,10 +72,14 @@ class _StreamSink(ResponseSink):
                                          error=exc, final=response.final)
         if response.final:
             self.lv.recorder.request_done(self.request.arrival_ns, response.error is None)
+            if self.request.trace is not None:
+                self.request.trace.stamp("REQUEST_END")
         self.inner.send(response)
 
     def finish(self, error: InferenceError | None = None) -> None:
         self.lv.recorder.request_done(self.request.arrival_ns, error is None)
+        if self.request.trace is not None:
+            self.request.trace.stamp("REQUEST_END")
         self.inner.finish(error)
 
 
@@ -168,6 +172,12 @@ class ModelService(Service):
         if manager is None:
             raise InferenceError.unavailable("models are not loaded yet")
         lv = manager.resolve(request.model_name, request.model_version)
+        trace = request.trace
+        if trace is not None:
+            trace.stamp("REQUEST_START")
+            trace.model_version = lv.version_str
+            for t in request.inputs:
+                trace.tensor("TENSOR_QUEUE_INPUT", t)
         batch = lv.schema.validate(request)
         for t in request.inputs:
             if t.shm is not None and t._raw is None:
@@ -198,6 +208,10 @@ class ModelService(Service):
         if response.error is None and request.outputs:
             self._postprocess(lv, request, response)
         lv.recorder.request_done(request.arrival_ns, response.error is None)
+        if request.trace is not None:
+            for t in response.outputs:
+                request.trace.tensor("TENSOR_BACKEND_OUTPUT", t)
+            request.trace.stamp("REQUEST_END")
         return response
 
     async def stream_infer(self, msg: m.StreamInfer) -> None:
