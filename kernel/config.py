@@ -28,6 +28,9 @@ BUILTIN_SERVICES: dict[str, str] = {
     "models": "naiad.services.models:ModelService",
     "repository": "naiad.services.repository:RepositoryPoller",
     "http": "naiad.services.http:HttpService",
+    "grpc": "naiad.services.grpc:GrpcService",
+    "metrics": "naiad.services.metrics:MetricsService",
+    "tracing": "naiad.services.tracing:TracingService",
 }
 
 

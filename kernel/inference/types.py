@@ -302,6 +302,17 @@ class ResponseSink:
     def finish(self, error: InferenceError | None = None) -> None:
         raise NotImplementedError
 
+    def reschedule(self) -> bool:
+        """The backend released the request with Triton's RELEASE_RESCHEDULE flag
+        (`request.set_release_flags(TRITONSERVER_REQUEST_RELEASE_RESCHEDULE)`): run it
+        again in a later batch. Call it before `ModelInstance.execute` returns, instead
+        of sending that execution's response (a decoupled model may have sent responses
+        already; the request stays open). Returns False when the request's scheduler
+        cannot reschedule — only `sequence_batching { iterative_sequence: true }` can —
+        and the backend then fails the request, with Triton's words: "Request is
+        released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE, ..."."""
+        return False
+
 
 class FutureSink(ResponseSink):
     """Resolves a future with the one response of a non-decoupled request."""

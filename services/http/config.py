@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from naiad.kernel.schema import setting
+from naiad.kernel.schema import ConfigError, setting
+
+# server:src/restricted_features.h RESTRICTED_CATEGORY_NAMES
+RESTRICTED_CATEGORIES = (
+    "health", "metadata", "inference", "shared-memory", "model-config",
+    "model-repository", "statistics", "trace", "logging",
+)
+
+
+def parse_restricted_api(specs: list[str]) -> dict[str, tuple[str, str]]:
+    """`<api>[,<api>...]:<header>=<value>` entries (Triton's `--http-restricted-api`)
+    -> {category: (header, value)}. An API may appear in one group only."""
+    out: dict[str, tuple[str, str]] = {}
+    for spec in specs:
+        colon = spec.find(":")
+        equals = spec.find("=", colon + 1) if colon >= 0 else -1
+        if colon < 0 or equals < 0 or colon == 0 or equals == colon + 1 or equals == len(spec) - 1:
+            raise ConfigError(
+                f"--http-restricted-api option format is '<api>:<setting>=<value>'. Got {spec}")
+        apis, key, value = spec[:colon], spec[colon + 1:equals], spec[equals + 1:]
+        for api in apis.split(","):
+            if api not in RESTRICTED_CATEGORIES:
+                raise ConfigError(f"unknown restricted api '{api}' (expected one of: "
+                                  f"{', '.join(RESTRICTED_CATEGORIES)})")
+            if api in out:
+                raise ConfigError(f"restricted api '{api}' can not be specified in multiple config groups")
+            out[api] = (key, value)
+    return out
 
 
 @dataclass
@@ -13,9 +41,21 @@ class HttpConfig:
     port: int = setting(8000, "port to listen on (0 = any free port)", "--http-port", minimum=0)
     reuse_port: bool = setting(False, "set SO_REUSEPORT on the listening socket", "--reuse-http-port")
     header_forward_pattern: str = setting(
-        "", "regex of request headers forwarded to models as parameters", "--http-header-forward-pattern")
+        "", "regex (case-insensitive) of request headers forwarded to models as parameters",
+        "--http-header-forward-pattern")
     restricted_api: list[str] = setting(
         [], "API groups behind a header, as <apis>:<key>=<value>", "--http-restricted-api")
     max_body_bytes: int = setting(
-        1 << 30, "largest request body accepted (bytes); larger gets 413", "", minimum=1)
+        1 << 30, "largest request body accepted, after decompression (bytes); larger gets 413", "", minimum=1)
     keepalive_timeout_secs: float = setting(75.0, "idle keep-alive connections close after this", "", minimum=0)
+    offload_bytes: int = setting(
+        1 << 20, "JSON bodies and compressed bodies larger than this are decoded and encoded off the "
+        "event loop (bytes)", "", minimum=0)
+
+    def validate(self) -> None:
+        parse_restricted_api(self.restricted_api)
+        if self.header_forward_pattern:
+            try:
+                re.compile(self.header_forward_pattern)
+            except re.error as exc:
+                raise ConfigError(f"header_forward_pattern: invalid regex: {exc}") from None

@@ -1,18 +1,33 @@
 """Transport-neutral HTTP routing: plain request/response objects and a path router.
 
 Route logic sees only `HttpRequest` (method, path, headers, body bytes) and returns an
-`HttpResponse`; it knows nothing of aiohttp, so a native transport can carry the same
+`HttpResponse` (status, headers, body bytes — or an async iterator of chunks for a
+streamed reply); it knows nothing of aiohttp, so a native transport can carry the same
 routes later without a second copy of them.
+
+The router does what Triton's `HTTPAPIServer::Handle` does before a handler runs, in
+the same order: match the path (404 "Not Found"), check the route's restricted-API
+category (403), check the method (405 "Method Not Allowed"). Errors a handler raises
+become `{"error": "..."}` replies with Triton's status mapping.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
-_JSON = "application/json"
+from naiad.kernel.bus import NoHandler
+from naiad.kernel.inference.errors import InferenceError
+
+from .errors import no_handler_message, status_for
+
+log = logging.getLogger("naiad.services.http")
+
+JSON_TYPE = "application/json"
+_CT = "Content-Type"
 
 
 @dataclass(slots=True)
@@ -20,72 +35,130 @@ class HttpRequest:
     method: str
     path: str
     headers: Mapping[str, str]  # case-insensitive mapping from the transport
-    body: bytes | memoryview = b""
+    body: bytes | bytearray | memoryview = b""
     params: dict[str, str] = field(default_factory=dict)  # path parameters
 
 
 @dataclass(slots=True)
 class HttpResponse:
+    """A reply. `headers` holds every header the route sets, Content-Type included.
+    With `stream` set the body is sent chunked from that iterator and `body` is ignored."""
+
     status: int = 200
-    body: bytes | memoryview = b""
-    content_type: str | None = None
+    body: bytes | bytearray | memoryview = b""
     headers: dict[str, str] | None = None
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, payload: Any, status: int = 200) -> "HttpResponse":
-        return cls(status, json.dumps(payload, separators=(",", ":")).encode(), _JSON)
+        return cls(status, json.dumps(payload, separators=(",", ":")).encode(), {_CT: JSON_TYPE})
 
     @classmethod
-    def error(cls, message: str, status: int) -> "HttpResponse":
-        return cls.json({"error": message}, status)
+    def raw_json(cls, body: bytes, status: int = 200) -> "HttpResponse":
+        return cls(status, body, {_CT: JSON_TYPE})
+
+    @classmethod
+    def error(cls, message: str, status: int, headers: Mapping[str, str] | None = None) -> "HttpResponse":
+        out = cls.json({"error": message}, status)
+        if headers:
+            out.headers.update(headers)  # type: ignore[union-attr]
+        return out
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get(_CT) if self.headers else None
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+Restrictions = Mapping[str, tuple[str, str]]  # category -> (header, value)
+
+
+class _Route:
+    __slots__ = ("methods", "category")
+
+    def __init__(self, category: str | None) -> None:
+        self.methods: dict[str, Handler] = {}
+        self.category = category
+
+
+_PARAM = re.compile(r"\{(\w+)(?::([^}]+))?\}")
 
 
 class Router:
-    """Exact-path and regex routes; 404/405 bodies as Triton words them."""
+    """Exact paths first, then patterns in the order they were added."""
 
-    def __init__(self) -> None:
-        self._exact: dict[str, dict[str, Handler]] = {}
-        self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+    def __init__(self, restrictions: Restrictions | None = None) -> None:
+        self._exact: dict[str, _Route] = {}
+        self._patterns: list[tuple[re.Pattern[str], _Route]] = []
+        self.restrictions: dict[str, tuple[str, str]] = dict(restrictions or {})
 
-    def add(self, methods: str | tuple[str, ...], path: str, handler: Handler) -> None:
+    def add(self, methods: str | tuple[str, ...], path: str, handler: Handler,
+            category: str | None = None) -> None:
+        """Route `methods` on `path` to `handler`. `{name}` in the path matches one
+        segment, `{name:regex}` what the regex matches; `category` is the
+        restricted-API group the route belongs to (Triton's RestrictedCategory)."""
         methods = (methods,) if isinstance(methods, str) else methods
         if "{" in path:
-            regex = re.compile("^" + re.sub(r"\{(\w+)(?::([^}]+))?\}",
-                                            lambda m: f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})", path) + "$")
-            for pattern, table in self._patterns:
+            regex = re.compile(
+                "^" + _PARAM.sub(lambda m: f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})", path) + "$")
+            for pattern, route in self._patterns:
                 if pattern.pattern == regex.pattern:
                     break
             else:
-                table = {}
-                self._patterns.append((regex, table))
+                route = _Route(category)
+                self._patterns.append((regex, route))
         else:
-            table = self._exact.setdefault(path, {})
+            route = self._exact.get(path) or self._exact.setdefault(path, _Route(category))
+        if category is not None:
+            route.category = category
         for m in methods:
-            table[m] = handler
+            route.methods[m] = handler
 
-    def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], int]:
-        """(handler, path params, status): status 404/405 when there is no handler."""
-        table = self._exact.get(path)
+    def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], int, str | None]:
+        """(handler, path params, status, category): status 404/405 when no handler."""
+        route = self._exact.get(path)
         params: dict[str, str] = {}
-        if table is None:
-            for pattern, t in self._patterns:
+        if route is None:
+            for pattern, r in self._patterns:
                 m = pattern.match(path)
                 if m is not None:
-                    table, params = t, m.groupdict()
+                    route, params = r, m.groupdict()
                     break
-        if table is None:
-            return None, params, 404
-        handler = table.get(method)
-        if handler is None:
-            return None, params, 405
-        return handler, params, 200
+            else:
+                return None, params, 404, None
+        handler = route.methods.get(method)
+        return handler, params, (200 if handler is not None else 405), route.category
+
+    def restricted(self, category: str | None, headers: Mapping[str, str]) -> HttpResponse | None:
+        """The 403 reply when `category` is restricted and the header is missing or wrong."""
+        if category is None:
+            return None
+        restriction = self.restrictions.get(category)
+        if restriction is None:
+            return None
+        key, value = restriction
+        if headers.get(key) != value:
+            return HttpResponse.error(f"This API is restricted, expecting header '{key}'", 403)
+        return None
 
     async def dispatch(self, request: HttpRequest) -> HttpResponse:
-        handler, params, status = self.resolve(request.method, request.path)
+        handler, params, status, category = self.resolve(request.method, request.path)
+        if status == 404:
+            return HttpResponse.error("Not Found", 404)
+        if self.restrictions:
+            denied = self.restricted(category, request.headers)
+            if denied is not None:
+                return denied
         if handler is None:
-            return HttpResponse.error("Not Found" if status == 404 else "Method Not Allowed", status)
+            return HttpResponse.error("Method Not Allowed", 405)
         request.params = params
-        return await handler(request)
+        try:
+            return await handler(request)
+        except InferenceError as exc:
+            return HttpResponse.error(exc.message, status_for(exc.code), getattr(exc, "headers", None))
+        except NoHandler as exc:
+            name = str(exc).rsplit(" ", 1)[-1]
+            return HttpResponse.error(no_handler_message(name), 503)
+        except Exception as exc:  # a bug, or a handler that failed unexpectedly
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            return HttpResponse.error(f"{exc.__class__.__name__}: {exc}", 500)

@@ -1,24 +1,460 @@
-"""HTTP route handlers. They decode, make one bus request, and encode; nothing else."""
+"""HTTP route handlers (SPEC §1.1). Each decodes the request, makes one bus request and
+encodes the reply; nothing else. Inference logic (validation, shared memory, sequences,
+classification, the decoupled check) lives behind the bus in the model manager."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import re
+from typing import Any, AsyncIterator, Callable
+
 from naiad.kernel.bus import Bus
+from naiad.kernel.inference import model_config
+from naiad.kernel.inference.errors import ErrorCode, InferenceError
+from naiad.kernel.inference.messages import (
+    CudaShmRegister,
+    CudaShmStatus,
+    CudaShmUnregister,
+    LoadModel,
+    LogSettingRequest,
+    ModelConfigQuery,
+    ModelMetadataQuery,
+    ModelReadyQuery,
+    ModelStatisticsQuery,
+    RepositoryIndexQuery,
+    ServerMetadataQuery,
+    StreamInfer,
+    SystemShmRegister,
+    SystemShmStatus,
+    SystemShmUnregister,
+    TraceSettingRequest,
+    UnloadModel,
+)
+from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, QueueSink
 from naiad.kernel.messages import ServerLiveQuery, ServerReadyQuery
 
-from .router import HttpRequest, HttpResponse, Router
+from . import compression, render
+from .codec import (
+    HEADER_LENGTH,
+    ResponsePlan,
+    decode_infer,
+    encode_infer,
+    json_payload_bytes,
+    parse_json,
+    payload_bytes,
+)
+from .config import HttpConfig, parse_restricted_api
+from .errors import status_for
+from .generate import ONE_RESPONSE, SSE_TYPE, decode_generate, encode_generate, error_json, sse_event
+from .router import JSON_TYPE, HttpRequest, HttpResponse, Router
 
-_EMPTY_OK = HttpResponse(200)
+_OK = HttpResponse(200)
+_INLINE_INFLATE = 64 << 10  # bodies larger than this are (de)compressed off the event loop
+_LOG_KEYS = ("log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format")
+_TRACE_KEYS = ("trace_level", "trace_rate", "trace_count", "log_frequency")
 
 
-def build_router(bus: Bus) -> Router:
-    router = Router()
+def _ok_json() -> HttpResponse:
+    return HttpResponse(200, b"", {"Content-Type": JSON_TYPE})
 
-    async def live(_: HttpRequest) -> HttpResponse:
-        return HttpResponse(200) if await bus.request(ServerLiveQuery()) else HttpResponse(400)
 
-    async def ready(_: HttpRequest) -> HttpResponse:
-        return HttpResponse(200) if await bus.request(ServerReadyQuery()) else HttpResponse(400)
+def _json_object(body: bytes | bytearray | memoryview, what: str = "request") -> dict:
+    doc = parse_json(body, what)
+    if type(doc) is not dict:
+        raise InferenceError.internal(f"failed to parse the {what} JSON buffer: expected a JSON object")
+    return doc
 
-    router.add("GET", "/v2/health/live", live)
-    router.add("GET", "/v2/health/ready", ready)
+
+def _optional_object(body: bytes | bytearray | memoryview) -> dict:
+    """An optional JSON object body (an empty body is `{}`)."""
+    return _json_object(body) if len(body) else {}
+
+
+def _uint(doc: dict, key: str, default: int | None = None) -> int:
+    value = doc.get(key, default)
+    if type(value) is not int or value < 0:
+        raise InferenceError.internal(f"Unable to parse '{key}': expected an unsigned integer")
+    return value
+
+
+class HttpRoutes:
+    """The handlers, bound to the bus and the service's settings."""
+
+    def __init__(self, bus: Bus, config: HttpConfig) -> None:
+        self.bus = bus
+        self.config = config
+        self.offload_bytes = config.offload_bytes
+        self.max_body_bytes = config.max_body_bytes
+        pattern = config.header_forward_pattern
+        self.forward_re = re.compile(pattern, re.IGNORECASE) if pattern else None
+
+    # ---------------------------------------------------------------- helpers --
+
+    async def _offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    def _forwarded(self, headers: Any) -> list[tuple[str, str]]:
+        regex = self.forward_re
+        if regex is None:
+            return []
+        # Plain str: a transport's case-insensitive key type must not reach the backends.
+        return [(str(k), str(v)) for k, v in headers.items() if regex.search(k)]
+
+    async def _body(self, request: HttpRequest) -> bytes | bytearray | memoryview:
+        """The request body after its Content-Encoding (infer only)."""
+        body = request.body
+        encoding = compression.request_encoding(request.headers.get("Content-Encoding"))
+        if encoding == compression.IDENTITY:
+            return body
+        try:
+            if len(body) > _INLINE_INFLATE:
+                return await self._offload(compression.decompress, body, encoding, self.max_body_bytes)
+            return compression.decompress(body, encoding, self.max_body_bytes)
+        except compression.BodyTooLarge as exc:
+            raise _TooLarge(exc.message) from None
+
+    # ---------------------------------------------------------------- health, metadata --
+
+    async def live(self, _: HttpRequest) -> HttpResponse:
+        return _OK if await self.bus.request(ServerLiveQuery()) else HttpResponse(400)
+
+    async def ready(self, _: HttpRequest) -> HttpResponse:
+        return _OK if await self.bus.request(ServerReadyQuery()) else HttpResponse(400)
+
+    async def server_metadata(self, _: HttpRequest) -> HttpResponse:
+        return HttpResponse.json(render.server_metadata(await self.bus.request(ServerMetadataQuery())))
+
+    async def model_ready(self, request: HttpRequest) -> HttpResponse:
+        p = request.params
+        try:
+            ready = await self.bus.request(ModelReadyQuery(p["model"], _version(p)))
+        except InferenceError as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
+            ready = False
+        return _OK if ready else HttpResponse.error("Model version not ready", 400)
+
+    async def model_metadata(self, request: HttpRequest) -> HttpResponse:
+        p = request.params
+        meta = await self.bus.request(ModelMetadataQuery(p["model"], _version(p)))
+        return HttpResponse.json(render.model_metadata(meta))
+
+    async def model_config(self, request: HttpRequest) -> HttpResponse:
+        p = request.params
+        config = await self.bus.request(ModelConfigQuery(p["model"], _version(p)))
+        return HttpResponse.json(model_config.to_dict(config))
+
+    # ---------------------------------------------------------------- inference --
+
+    async def infer(self, request: HttpRequest) -> HttpResponse:
+        p = request.params
+        headers = request.headers
+        try:
+            body = await self._body(request)
+        except _TooLarge as exc:
+            return HttpResponse.error(exc.message, 413)
+        header_value = headers.get(HEADER_LENGTH)
+        forward = self._forwarded(headers) if self.forward_re is not None else ()
+        json_size = len(body) if header_value is None else _int_prefix(header_value)
+        if json_size > self.offload_bytes:
+            infer_request, plan = await self._offload(
+                decode_infer, body, header_value, p["model"], _version(p), forward)
+        else:
+            infer_request, plan = decode_infer(body, header_value, p["model"], _version(p), forward)
+        response: InferenceResponse = await self.bus.request(infer_request)
+        if response.error is not None:
+            raise response.error
+        encoding = compression.response_encoding(headers.get("Accept-Encoding"))
+        if (json_payload_bytes(response, plan) > self.offload_bytes
+                or (encoding != compression.IDENTITY and payload_bytes(response) > _INLINE_INFLATE)):
+            status, out_headers, out = await self._offload(encode_infer, response, plan, encoding)
+        else:
+            status, out_headers, out = encode_infer(response, plan, encoding)
+        return HttpResponse(status, out, out_headers)
+
+    async def _generate_request(self, request: HttpRequest) -> tuple[InferenceRequest, QueueSink]:
+        p = request.params
+        model, version = p["model"], _version(p)
+        meta = await self.bus.request(ModelMetadataQuery(model, version))
+        encoding = request.headers.get("Content-Encoding")
+        if encoding and encoding != compression.IDENTITY:
+            raise InferenceError.invalid("Unsupported content-encoding, only 'identity' is supported.")
+        body = request.body
+        if len(body) > self.offload_bytes:
+            infer_request = await self._offload(decode_generate, body, meta, model, version)
+        else:
+            infer_request = decode_generate(body, meta, model, version)
+        sink = QueueSink()
+        return infer_request, sink
+
+    async def generate(self, request: HttpRequest) -> HttpResponse:
+        infer_request, sink = await self._generate_request(request)
+        await self.bus.request(StreamInfer(infer_request, sink))
+        items: list[bytes | InferenceError] = []
+        while True:
+            item = await sink.queue.get()
+            if item is None:
+                break
+            items.append(_render_generate(item))
+        if len(items) != 1:
+            return HttpResponse.error(ONE_RESPONSE, 500)
+        item = items[0]
+        if isinstance(item, InferenceError):
+            return HttpResponse.error(item.message, status_for(item.code))
+        return HttpResponse.raw_json(item)
+
+    async def generate_stream(self, request: HttpRequest) -> HttpResponse:
+        infer_request, sink = await self._generate_request(request)
+        await self.bus.request(StreamInfer(infer_request, sink))
+        # As Triton, the status line waits for the first response and reflects it.
+        first = await sink.queue.get()
+        rendered = None if first is None else _render_generate(first)
+        status = status_for(rendered.code) if isinstance(rendered, InferenceError) else 200
+        return HttpResponse(status, headers={"Content-Type": SSE_TYPE},
+                            stream=_sse_events(rendered, sink, infer_request))
+
+    # ---------------------------------------------------------------- statistics, settings --
+
+    async def statistics(self, request: HttpRequest) -> HttpResponse:
+        p = request.params
+        stats = await self.bus.request(ModelStatisticsQuery(p.get("model", ""), _version(p)))
+        return HttpResponse.json(render.statistics(stats))
+
+    async def trace_setting(self, request: HttpRequest) -> HttpResponse:
+        updates: dict[str, Any] = {}
+        if request.method == "POST":
+            doc = _json_object(request.body)
+            if "trace_file" in doc:
+                raise InferenceError("trace file location can not be updated through network protocol",
+                                     ErrorCode.UNSUPPORTED)
+            for key in _TRACE_KEYS:
+                if key not in doc:
+                    continue
+                value = doc[key]
+                if value is None:
+                    updates[key] = None
+                elif key == "trace_level":
+                    if type(value) is not list or any(type(v) is not str for v in value):
+                        raise InferenceError.internal("Unable to parse 'trace_level': expected an array of strings")
+                    updates[key] = list(value)
+                elif type(value) is str:
+                    updates[key] = value
+                elif type(value) is int:
+                    updates[key] = str(value)
+                else:
+                    raise InferenceError.internal(f"Unable to parse '{key}': expected a string")
+        reply = await self.bus.request(TraceSettingRequest(model=request.params.get("model", ""), updates=updates))
+        return HttpResponse.json(reply)
+
+    async def logging(self, request: HttpRequest) -> HttpResponse:
+        updates: dict[str, Any] = {}
+        if request.method == "POST":
+            doc = _json_object(request.body)
+            updates = {k: doc[k] for k in _LOG_KEYS if doc.get(k) is not None}
+        return HttpResponse.json(await self.bus.request(LogSettingRequest(updates=updates)))
+
+    # ---------------------------------------------------------------- model repository --
+
+    async def repository_index(self, request: HttpRequest) -> HttpResponse:
+        doc = _optional_object(request.body)
+        ready = doc.get("ready", False)
+        if type(ready) is not bool:
+            raise InferenceError.internal("Unable to parse 'ready': expected a boolean")
+        entries = await self.bus.request(
+            RepositoryIndexQuery(ready_only=ready, repository=request.params.get("repository", "")))
+        return HttpResponse.json(render.repository_index(entries))
+
+    async def repository_load(self, request: HttpRequest) -> HttpResponse:
+        _no_repository_name(request)
+        doc = _optional_object(request.body)
+        config: str | None = None
+        files: dict[str, bytes] = {}
+        params = doc.get("parameters")
+        if params is not None:
+            if type(params) is not dict:
+                raise InferenceError.internal("Unable to parse 'parameters': expected a JSON object")
+            for key, value in params.items():
+                if type(value) is not str:
+                    raise InferenceError.internal(f"Unable to parse '{key}': expected a string")
+                if key == "config":
+                    config = value
+                elif key.startswith("file:"):
+                    try:
+                        files[key] = base64.b64decode(value)
+                    except (binascii.Error, ValueError):
+                        raise InferenceError.invalid(f"failed to decode the base64 content of '{key}'") from None
+                else:
+                    raise InferenceError.internal("unexpected error on creating Triton parameter")
+        await self.bus.request(LoadModel(request.params["model"], config=config, files=files))
+        return _ok_json()
+
+    async def repository_unload(self, request: HttpRequest) -> HttpResponse:
+        _no_repository_name(request)
+        doc = _optional_object(request.body)
+        dependents = False
+        params = doc.get("parameters")
+        if type(params) is dict and "unload_dependents" in params:
+            dependents = params["unload_dependents"]
+            if type(dependents) is not bool:
+                raise InferenceError.internal("Unable to parse 'unload_dependents': expected a boolean")
+        await self.bus.request(UnloadModel(request.params["model"], unload_dependents=dependents))
+        return _ok_json()
+
+    # ---------------------------------------------------------------- shared memory --
+
+    async def system_shm_status(self, request: HttpRequest) -> HttpResponse:
+        regions = await self.bus.request(SystemShmStatus(request.params.get("region", "")))
+        return HttpResponse.json(render.system_shm_status(regions))
+
+    async def system_shm_register(self, request: HttpRequest) -> HttpResponse:
+        region = request.params.get("region", "")
+        if not region:
+            raise InferenceError.invalid("'region name' is necessary to register system shared memory region")
+        doc = _json_object(request.body)
+        if "key" not in doc:
+            raise InferenceError.invalid("Shared memory register request has no 'key' field")
+        key = doc["key"]
+        if type(key) is not str:
+            raise InferenceError.internal("Unable to parse 'key': expected a string")
+        offset = _uint(doc, "offset", 0)
+        if "byte_size" not in doc:
+            raise InferenceError.invalid("Shared memory register request has no 'byte_size' field")
+        await self.bus.request(SystemShmRegister(region, key, offset, _uint(doc, "byte_size")))
+        return _ok_json()
+
+    async def system_shm_unregister(self, request: HttpRequest) -> HttpResponse:
+        await self.bus.request(SystemShmUnregister(request.params.get("region", "")))
+        return _ok_json()
+
+    async def cuda_shm_status(self, request: HttpRequest) -> HttpResponse:
+        regions = await self.bus.request(CudaShmStatus(request.params.get("region", "")))
+        return HttpResponse.json(render.cuda_shm_status(regions))
+
+    async def cuda_shm_register(self, request: HttpRequest) -> HttpResponse:
+        region = request.params.get("region", "")
+        if not region:
+            raise InferenceError.invalid("'region name' is necessary to register cuda shared memory region")
+        doc = _json_object(request.body)
+        if "raw_handle" not in doc:
+            raise InferenceError.invalid("Shared memory register request has no 'raw_handle' field")
+        handle = doc["raw_handle"]
+        b64 = handle.get("b64") if type(handle) is dict else None
+        if type(b64) is not str:
+            raise InferenceError.internal("Unable to parse 'b64': expected a string")
+        try:
+            raw = base64.b64decode(b64)
+        except (binascii.Error, ValueError):
+            raise InferenceError.invalid("'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t") from None
+        await self.bus.request(CudaShmRegister(region, raw, _uint(doc, "device_id"), _uint(doc, "byte_size")))
+        return _ok_json()
+
+    async def cuda_shm_unregister(self, request: HttpRequest) -> HttpResponse:
+        await self.bus.request(CudaShmUnregister(request.params.get("region", "")))
+        return _ok_json()
+
+
+class _TooLarge(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _version(params: dict[str, str]) -> str:
+    """The requested model version as the core keys it ("" = the policy's latest);
+    the path pattern admits digits only, "007" means 7 as in Triton."""
+    v = params.get("version")
+    return str(int(v)) if v else ""
+
+
+def _int_prefix(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        return 0
+
+
+def _no_repository_name(request: HttpRequest) -> None:
+    if request.params.get("repository"):
+        raise InferenceError("'repository_name' specification is not supported", ErrorCode.UNSUPPORTED)
+
+
+def _render_generate(item: Any) -> bytes | InferenceError:
+    """One queue item of a generate request: its JSON, or the error it carries."""
+    if isinstance(item, InferenceError):
+        return item
+    try:
+        return encode_generate(item)
+    except InferenceError as exc:
+        return exc
+
+
+async def _sse_events(first: bytes | InferenceError | None, sink: QueueSink,
+                      request: InferenceRequest) -> AsyncIterator[bytes]:
+    """`data: <json>\\n\\n` per response, `data: {"error": ...}\\n\\n` per failure; if the
+    client goes away first, the request is cancelled."""
+    finished = first is None
+    try:
+        item = first
+        while item is not None:
+            if isinstance(item, InferenceError):
+                yield sse_event(error_json(item.message))
+            else:
+                yield sse_event(item)
+            nxt = await sink.queue.get()
+            if nxt is None:
+                finished = True
+                break
+            item = _render_generate(nxt)
+    finally:
+        if not finished:
+            request.cancel.cancel()
+
+
+def build_router(bus: Bus, config: HttpConfig | None = None) -> Router:
+    """Every route of Triton 2.45's HTTP frontend, with its restricted-API category."""
+    config = config or HttpConfig()
+    r = HttpRoutes(bus, config)
+    router = Router(parse_restricted_api(config.restricted_api))
+    add = router.add
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version:[0-9]+}"
+
+    # Inference first: the hot path meets its pattern before any other.
+    for base in (model, versioned):
+        add("POST", base + "/infer", r.infer, "inference")
+    add("GET", "/v2/models/stats", r.statistics, "statistics")
+    add(("GET", "POST"), "/v2/logging", r.logging, "logging")
+    for base in (model, versioned):
+        add("POST", base + "/generate", r.generate, "inference")
+        add("POST", base + "/generate_stream", r.generate_stream, "inference")
+        add("GET", base + "/ready", r.model_ready, "health")
+        add("GET", base + "/config", r.model_config, "model-config")
+        add("GET", base + "/stats", r.statistics, "statistics")
+        add("GET", base, r.model_metadata, "metadata")
+    add(("GET", "POST"), model + "/trace/setting", r.trace_setting, "trace")
+
+    add("GET", "/v2", r.server_metadata, "metadata")
+    add("GET", "/v2/health/live", r.live, "health")
+    add("GET", "/v2/health/ready", r.ready, "health")
+
+    for kind, status, register, unregister in (
+        ("systemsharedmemory", r.system_shm_status, r.system_shm_register, r.system_shm_unregister),
+        ("cudasharedmemory", r.cuda_shm_status, r.cuda_shm_register, r.cuda_shm_unregister),
+    ):
+        for base in (f"/v2/{kind}", f"/v2/{kind}/region/{{region}}"):
+            add("GET", base + "/status", status, "shared-memory")
+            add("POST", base + "/register", register, "shared-memory")
+            add("POST", base + "/unregister", unregister, "shared-memory")
+
+    for base in ("/v2/repository", "/v2/repository/{repository}"):
+        add("POST", base + "/index", r.repository_index, "model-repository")
+        add("POST", base + "/models/{model}/load", r.repository_load, "model-repository")
+        add("POST", base + "/models/{model}/unload", r.repository_unload, "model-repository")
+
+    add(("GET", "POST"), "/v2/trace/setting", r.trace_setting, "trace")
     return router
+
+
+__all__ = ["HttpRoutes", "ResponsePlan", "build_router"]

@@ -1,5 +1,5 @@
 """The HTTP service on aiohttp: listens, tracks live requests for the drain, and hands every
-request to the transport-neutral router."""
+request to the transport-neutral router. This is the only module that knows aiohttp."""
 
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ class HttpService(Service):
 
     async def start(self) -> None:
         cfg = self.config
-        self.router = build_router(self.bus)
+        self.router = build_router(self.bus, cfg)
         max_body = cfg.max_body_bytes
 
         def request_factory(message, payload, protocol, writer, task, _cls=web.BaseRequest):  # type: ignore[no-untyped-def]
             return _cls(message, payload, protocol, writer, task, protocol._loop, client_max_size=max_body)
 
-        server = web.Server(self._handle, request_factory=request_factory,
+        # Request bodies reach the router as sent: the routes decode Content-Encoding
+        # themselves, as Triton does (gzip/deflate for /infer, identity elsewhere).
+        server = web.Server(self._handle, request_factory=request_factory, auto_decompress=False,
                             keepalive_timeout=cfg.keepalive_timeout_secs, access_log=None)
         # stop() runs after the kernel's drain: whatever is still running then is cut off.
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
@@ -69,6 +71,8 @@ class HttpService(Service):
                     f"request body exceeds the limit of {self.config.max_body_bytes} bytes", 413), close=True)
             assert self.router is not None
             response = await self.router.dispatch(HttpRequest(request.method, path, request.headers, body))
+            if response.stream is not None:
+                return await _stream(request, response)
             return _to_aiohttp(response, close=not lifecycle.accepting)
         finally:
             lifecycle.leave()
@@ -79,7 +83,25 @@ def _to_aiohttp(response: HttpResponse, close: bool = False) -> web.Response:
     if close:
         headers = dict(headers or {})
         headers["Connection"] = "close"
-    out = web.Response(status=response.status, body=response.body, headers=headers)
-    if response.content_type:
-        out.content_type = response.content_type
+    return web.Response(status=response.status, body=response.body, headers=headers)
+
+
+async def _stream(request: web.BaseRequest, response: HttpResponse) -> web.StreamResponse:
+    """Send a streamed reply chunk by chunk (Server-Sent Events); a client that goes away
+    ends the iterator, which cancels the work behind it."""
+    out = web.StreamResponse(status=response.status, headers=response.headers)
+    out.enable_chunked_encoding()
+    chunks = response.stream
+    assert chunks is not None
+    try:
+        await out.prepare(request)
+        async for chunk in chunks:
+            await out.write(chunk)
+        await out.write_eof()
+    except ConnectionError:
+        pass  # the client went away; closing the iterator below cancels the request
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return out

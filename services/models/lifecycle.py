@@ -12,6 +12,7 @@ from naiad.kernel.inference.errors import InferenceError
 
 from .recorder import StatsRecorder
 from .scheduler import Scheduler
+from .sequence import control_input_names
 from .validation import ModelSchema
 
 
@@ -33,7 +34,7 @@ class LoadedVersion:
         self.version_str = str(spec.version)
         self.config = spec.config
         self.backend = backend
-        self.schema = ModelSchema(spec.config)
+        self.schema = ModelSchema(spec.config, control_input_names(spec.config))
         self.decoupled = bool(spec.config.model_transaction_policy.decoupled)
         self.instances: list[ModelInstance] = []
         self.scheduler: Scheduler | None = None

@@ -22,16 +22,21 @@ from naiad.kernel.inference.backend import Backend, BackendContext, InstanceSpec
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.messages import ModelIndexEntry, ModelStateChanged
 
+from . import ensemble
 from . import repository as repo
 from .lifecycle import LoadedVersion, ModelRecord, State
 from .recorder import StatsRecorder
-from .scheduler import BatchingConfig, Scheduler
+from .scheduling import SchedulingContext
 
 log = logging.getLogger("naiad.services.models")
 
 # Backend name -> import string. A backend appears here once it exists.
 BACKENDS: dict[str, str] = {
     "python": "naiad.backends.python:PythonBackend",
+    "onnxruntime": "naiad.backends.onnxruntime:OnnxRuntimeBackend",
+    "pytorch": "naiad.backends.pytorch:PyTorchBackend",
+    "tensorrt": "naiad.backends.tensorrt:TensorRTBackend",
+    ensemble.BACKEND: "naiad.services.models.ensemble:EnsembleBackend",
 }
 
 # Files that tell which backend a model folder needs when its config names none.
@@ -68,6 +73,7 @@ class ModelManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._load_slots = asyncio.Semaphore(load_threads)
         self._load_retries = load_retries
+        self.scheduling = SchedulingContext(self)  # rate limiter, response cache, ensembles
 
     # ------------------------------------------------------------------ lookup --
 
@@ -118,6 +124,8 @@ class ModelManager:
     def _backend_name(config: Any, model_dir: Path, versions: list[int]) -> str:
         if config.backend:
             return config.backend
+        if ensemble.is_ensemble(config):
+            return ensemble.BACKEND
         if config.platform:
             name = mcfg.PLATFORM_BACKENDS.get(config.platform)
             if name is None:
@@ -215,13 +223,19 @@ class ModelManager:
                 raise err
             raise InferenceError.internal(f"{err.__class__.__name__}: {err}")
         lv.instances = list(created)
-        lv.scheduler = Scheduler(name, version, lv.instances, BatchingConfig(config), lv.recorder, self._spawn)
+        try:
+            lv.scheduler = self.scheduling.create(lv, self._spawn)
+        except BaseException:
+            await asyncio.gather(*(inst.close() for inst in lv.instances), return_exceptions=True)
+            raise
         lv.scheduler.start()
         return lv
 
     async def load(self, name: str, config_override: str | None = None,
                    files: dict[str, bytes] | None = None) -> None:
         """Load or reload `name`; raises InferenceError with the reason on failure."""
+        if not files:
+            await ensemble.load_composing(self, name, config_override)
         async with self._lock(name), self._load_slots:
             record = self.records.get(name)
             if record is None:
@@ -246,6 +260,9 @@ class ModelManager:
                 else:
                     location = repo.list_models(self.repositories).get(name)
                     if location is None:
+                        if not record.versions and record.latest is None:
+                            # Not in any repository: it never joins the model list (readiness).
+                            del self.records[name]
                         raise InferenceError.not_found(f"failed to load '{name}', failed to poll from model repository")
                     model_dir, repository = location.model_dir, location.repository
                 fp = repo.fingerprint(model_dir)
@@ -355,7 +372,10 @@ class ModelManager:
             except InferenceError as exc:
                 return n, exc
 
-        results = await asyncio.gather(*(one(n) for n in names))
+        plain, ensembles = ensemble.order_for_loading(self, names)  # ensembles after what they compose
+        results = await asyncio.gather(*(one(n) for n in plain))
+        for n in ensembles:
+            results.append(await one(n))
         return {n: e for n, e in results if e is not None}
 
     async def load_at_start(self, load_models: list[str]) -> dict[str, InferenceError]:

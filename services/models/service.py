@@ -30,6 +30,7 @@ from naiad.kernel.schema import setting
 from naiad.kernel.service import Service
 from naiad.kernel.version import TRITON_COMPATIBLE_VERSION
 
+from . import ensemble
 from .lifecycle import LoadedVersion
 from .manager import ModelManager
 from .shm import SharedMemoryRegistry
@@ -37,6 +38,7 @@ from .shm import SharedMemoryRegistry
 # What naiad implements of Triton's extensions, in Triton's order.
 _EXTENSIONS = (
     "classification",
+    "sequence",
     "model_repository",
     "model_repository(unload_dependents)",
     "schedule_policy",
@@ -147,6 +149,7 @@ class ModelService(Service):
             load_threads=server.model_load_thread_count,
             load_retries=server.model_load_retry_count,
         )
+        self.manager.scheduling.configure(self.context.config, self.submit)
         self._update_readiness()
         failures = await self.manager.load_at_start(server.load_model)
         self._update_readiness()
@@ -178,6 +181,8 @@ class ModelService(Service):
             trace.model_version = lv.version_str
             for t in request.inputs:
                 trace.tensor("TENSOR_QUEUE_INPUT", t)
+        if len(request.inputs) == 1 and request.inputs[0].name == "raw_input" and not request.inputs[0].datatype:
+            lv.schema.adopt_raw_input(request.inputs[0])
         batch = lv.schema.validate(request)
         for t in request.inputs:
             if t.shm is not None and t._raw is None:
@@ -216,9 +221,13 @@ class ModelService(Service):
 
     async def stream_infer(self, msg: m.StreamInfer) -> None:
         """The streaming entry: responses (any number for decoupled models) go to the sink."""
-        request = msg.request
+        self.submit(msg.request, msg.sink)
+
+    def submit(self, request: InferenceRequest, sink: ResponseSink) -> None:
+        """Validate and enqueue without waiting (stream_infer's body; ensembles submit their
+        steps through it). Raises InferenceError when the request is refused."""
         lv, batch = self._prepare(request)
-        sink = _StreamSink(msg.sink, self, lv, request)
+        sink = _StreamSink(sink, self, lv, request)
         lv.scheduler.enqueue(request, sink, batch)  # type: ignore[union-attr]
 
     def _postprocess(self, lv: LoadedVersion, request: InferenceRequest, response: InferenceResponse) -> None:
@@ -339,7 +348,7 @@ class ModelService(Service):
         manager = self.manager
         assert manager is not None
         manager.check_control("unload")
-        await manager.unload(msg.name)
+        await ensemble.unload(manager, msg.name, msg.unload_dependents)
         self._update_readiness()
 
     async def _poll(self, _: m.PollRepository) -> None:

@@ -127,7 +127,7 @@ class SharedMemoryRegistry:
         window = self._window(ref)
         raw = memoryview(tensor.raw).cast("B")
         if raw.nbytes > window.nbytes:
-            raise InferenceError.invalid(
+            raise InferenceError.internal(
                 f"shared memory size specified with the request for output '{tensor.name}' "
                 f"({window.nbytes} bytes) should be at least {raw.nbytes} bytes to hold the results")
         window[: raw.nbytes] = raw

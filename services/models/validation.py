@@ -62,6 +62,37 @@ class ModelSchema:
         self.required = [n for n, s in self.inputs.items() if not s.optional and n not in control_inputs]
         self.any_optional = any(s.optional for s in self.inputs.values())
 
+    def adopt_raw_input(self, tensor: Any) -> None:
+        """Triton's raw binary request (`Inference-Header-Content-Length: 0`): the whole
+        body is the model's one input; its name, datatype and shape come from the config."""
+        model = self.name
+        candidates = [s for n, s in self.inputs.items() if n not in self.control_inputs]
+        if len(candidates) != 1:
+            raise InferenceError.invalid(
+                f"Raw request must only have 1 input (found 1) to be deduced but got {len(candidates)} inputs "
+                f"in '{model}' model configuration")
+        spec = candidates[0]
+        itemsize = WIRE_ITEMSIZE.get(spec.datatype)
+        if itemsize is None:
+            raise InferenceError.invalid(
+                f"Raw request input '{spec.name}' of model '{model}' must have a fixed-size datatype")
+        nbytes = tensor.raw.nbytes if isinstance(tensor.raw, memoryview) else len(tensor.raw)
+        dims = list(spec.dims)
+        known = 1
+        for d in dims:
+            if d != -1:
+                known *= d
+        wildcards = dims.count(-1)
+        if wildcards > 1 or (known and nbytes % (known * itemsize)):
+            raise InferenceError.invalid(
+                f"Raw request input '{spec.name}' of model '{model}': cannot deduce the shape of {nbytes} bytes")
+        if wildcards == 1:
+            dims[dims.index(-1)] = nbytes // (known * itemsize) if known else 0
+        shape = ([1] if self.max_batch_size > 0 else []) + dims
+        tensor.name = spec.name
+        tensor.datatype = spec.datatype
+        tensor.shape = tuple(shape)
+
     def validate(self, request: InferenceRequest) -> int:
         """Raise InferenceError(INVALID_ARG) on the first problem; return the batch size
         (1 for models without batching)."""

@@ -1,0 +1,843 @@
+"""One Python model instance: a stub process, its batches, its restarts.
+
+`Session` is one stub incarnation as the parent sees it: it packs a batch's inputs into
+the parent's arena and sends ONE EXECUTE packet, reads the stub's packets on the event
+loop (`add_reader`, no threads), routes responses to the requests' sinks, serves the
+stub's BLS and model-control calls through the BackendContext, and fails what is in
+flight if the stub dies. `PythonModelInstance` owns the current session and replaces
+it (re-running `initialize`) when the stub dies.
+
+Outputs are copied out of the stub's region once, into one `bytes` per message whose
+slices become the response tensors. The copy lets the stub reuse its memory as soon as
+the parent has read the message (the free rides on the next packet down), and a
+response's lifetime (protocol encoding, caches, ensembles) never pins stub memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import marshal
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Sequence
+
+from naiad.kernel.inference.backend import BackendContext, ExecutionTimes, InstanceSpec, ModelInstance, ModelSpec
+from naiad.kernel.inference.errors import ErrorCode, InferenceError
+from naiad.kernel.inference.types import (
+    InferenceRequest,
+    InferenceResponse,
+    RequestedOutput,
+    ResponseSink,
+    Tensor,
+)
+
+from . import ipc
+from .ipc import (
+    ACK,
+    AUTO_COMPLETE,
+    AUTO_COMPLETE_DONE,
+    BLS,
+    BLS_RESULT,
+    CALL,
+    CALL_RESULT,
+    CANCEL,
+    EXEC_DONE,
+    EXECUTE,
+    FINALIZE,
+    FINALIZE_DONE,
+    INIT,
+    INIT_DONE,
+    LOG,
+    RESPONSE,
+    RESPONSES,
+)
+from .launcher import StubProcess
+
+logger = logging.getLogger("naiad.backends.python")
+
+#: Prefix of every batch-level failure, as Triton's Python backend words it (SPEC §8).
+FAILED = "Failed to process the request(s) for model '{model}', message: {message}"
+
+_LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
+# Send an explicit ACK (frees only) once this many stub blocks, or bytes, wait to be
+# freed with nothing else going down (a decoupled model streaming with no new requests).
+_ACK_FREES = 64
+_ACK_BYTES = 16 << 20
+_EMPTY = (-1, 0, 0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The backend's knobs (from `--backend-config=python,<key>=<value>`)."""
+
+    region_size: int = 8 << 20  # shm-growth-byte-size
+    first_region_size: int = 8 << 20  # shm-default-byte-size
+    stub_timeout: float = 30.0  # stub-timeout-seconds: finalize grace before SIGKILL
+    max_inflight: int = 4  # max_inflight: batches in flight for `async def execute`
+    auto_complete: bool = True  # auto_complete: run auto_complete_config at load
+    spare_stubs: bool = True  # spare_stub: keep one started stub ready for the next load
+    restart_backoff_max: float = 30.0
+
+
+class _Batch:
+    __slots__ = ("requests", "sinks", "future", "sent_ns", "done", "open", "exec_done", "times")
+
+    def __init__(self, requests: Sequence[InferenceRequest], sinks: Sequence[ResponseSink], future: asyncio.Future, sent_ns: int) -> None:
+        self.requests = requests
+        self.sinks = sinks
+        self.future = future
+        self.sent_ns = sent_ns
+        self.done: list[bool] | None = None  # decoupled: which requests got their final
+        self.open = len(requests)
+        self.exec_done = False
+        self.times: ExecutionTimes | None = None
+
+
+class StubDied(Exception):
+    """The stub exited (or the control socket broke) before answering."""
+
+
+class Session:
+    """One stub incarnation: process, channel, in-flight batches and calls."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        model_name: str,
+        model_version: str,
+        instance_name: str,
+        context: BackendContext,
+        settings: Settings,
+        decoupled: bool = False,
+        on_death: Callable[["Session", str], None] | None = None,
+        stub: StubProcess | None = None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.model_name = model_name
+        self.model_version = model_version
+        self.instance_name = instance_name
+        self.context = context
+        self.decoupled = decoupled
+        self.on_death = on_death
+        self.stub = stub if stub is not None else StubProcess.spawn(label)
+        self.ep = ipc.Endpoint(
+            self.stub.sock,
+            prefix=f"naiad-{label}-in",
+            region_size=settings.region_size,
+            first_region_size=settings.first_region_size,
+            blocking=False,
+            on_backpressure=self._backpressure,
+        )
+        self.fd = self.stub.sock.fileno()
+        self.batches: dict[int, _Batch] = {}
+        self.next_bid = 1
+        self.tasks: set[asyncio.Task] = set()
+        self.waiters: dict[int, asyncio.Future] = {}
+        self.dead = False
+        self.eof = False
+        self._eof_timer: asyncio.TimerHandle | None = None
+        self.death: str = ""
+        self.wakeups = 0  # reads of the socket that found data (for tests/benchmarks)
+        self.loop.add_reader(self.fd, self._on_readable)
+        if self.stub.pidfd >= 0:
+            self.loop.add_reader(self.stub.pidfd, self._on_exit)
+
+    @property
+    def pid(self) -> int:
+        return self.stub.pid
+
+    # ============================================================== control calls ==
+
+    async def _request(self, cmd: int, reply: int, *fields: Any) -> tuple:
+        if self.dead:
+            raise StubDied(self.death)
+        fut = self.loop.create_future()
+        self.waiters[reply] = fut
+        self._send(cmd, *fields)
+        return await fut
+
+    async def initialize(self, config: dict) -> dict:
+        _, _, error, info = await self._request(INIT, INIT_DONE, config)
+        if error is not None:
+            raise InferenceError.internal(error)
+        return info
+
+    async def auto_complete(self, config: dict) -> str:
+        _, _, error, text = await self._request(AUTO_COMPLETE, AUTO_COMPLETE_DONE, config)
+        if error is not None:
+            raise InferenceError.internal(error)
+        return text
+
+    # ================================================================== execute ==
+
+    async def execute(self, requests: Sequence[InferenceRequest], sinks: Sequence[ResponseSink]) -> ExecutionTimes:
+        if self.dead:
+            return self._fail_now(requests, sinks, self._death_error())
+        sent_ns = time.monotonic_ns()
+        bid = self.next_bid
+        self.next_bid = bid + 1
+        try:
+            packet = self._pack(bid, requests)
+        except InferenceError as exc:
+            return self._fail_now(requests, sinks, exc)
+        except (ValueError, TypeError) as exc:  # metadata marshal cannot carry
+            return self._fail_now(requests, sinks, InferenceError.invalid(f"cannot send the request to the model: {exc}"))
+        fut = self.loop.create_future()
+        batch = _Batch(requests, sinks, fut, sent_ns)
+        if self.decoupled:
+            batch.done = [False] * len(requests)
+        self.batches[bid] = batch
+        try:
+            self.ep.send_packet(packet)
+        except OSError as exc:
+            self._died(f"control socket error: {exc}")
+            return await fut
+        for i, r in enumerate(requests):
+            r.cancel.on_cancel(partial(self._cancel, bid, i))
+        return await fut
+
+    def _pack(self, bid: int, requests: Sequence[InferenceRequest]) -> bytes:
+        """Inputs of the whole batch into one arena block; metadata into one packet."""
+        metas = []
+        staged = []
+        total = 0
+        for r in requests:
+            ins = []
+            for t in r.inputs:
+                if 0 in t.shape:  # empty (Tensor.raw cannot view a zero-size array)
+                    ins.append((t.name, t.datatype, t.shape, total, 0))
+                    continue
+                raw = t.raw
+                if type(raw) is memoryview:
+                    if raw.format != "B" or raw.ndim != 1:
+                        raw = raw.cast("B") if raw.c_contiguous else memoryview(raw.tobytes())
+                    n = raw.nbytes
+                else:
+                    n = len(raw)
+                ins.append((t.name, t.datatype, t.shape, total, n))
+                if n:
+                    staged.append((total, n, raw))
+                total += (n + 63) & ~63
+            flags = r.flags
+            if r.sequence_start:
+                flags |= 1
+            if r.sequence_end:
+                flags |= 2
+            outs = r.outputs
+            metas.append(
+                (
+                    r.id,
+                    r.sequence_id,
+                    flags,
+                    r.timeout_us,
+                    r.parameters,
+                    tuple([o.name for o in outs]) if outs else None,
+                    tuple(ins),
+                )
+            )
+        if total:
+            region, base = self.ep.arena.alloc(total)
+            view = region.view
+            for off, n, raw in staged:
+                view[base + off : base + off + n] = raw
+            rid = region.id
+        else:
+            rid, base = -1, 0
+        frees = self.ep.take_frees()
+        try:
+            return marshal.dumps((EXECUTE, frees, bid, rid, base, total, tuple(metas)))
+        except ValueError:
+            pass
+        try:
+            # A parameter value marshal cannot carry (a numpy scalar, ...): send its str.
+            metas = [m[:4] + ({k: _plain(v) for k, v in m[4].items()},) + m[5:] for m in metas]
+            return marshal.dumps((EXECUTE, frees, bid, rid, base, total, tuple(metas)))
+        except ValueError:
+            self.ep.frees.extend(frees)
+            if rid >= 0:
+                self.ep.arena.free(rid)
+            raise
+
+    def _cancel(self, bid: int, index: int) -> None:
+        if bid in self.batches:
+            self._send(CANCEL, bid, index)
+
+    def _send(self, cmd: int, *fields: Any) -> None:
+        if self.dead:
+            return
+        try:
+            self.ep.send(cmd, *fields)
+        except OSError as exc:
+            self._died(f"control socket error: {exc}")
+
+    # ================================================================== reading ==
+
+    def _on_readable(self, drain: bool = False) -> None:
+        """One packet per callback: the loop calls again while more are waiting, which
+        spares the common single-packet case a failing recv (EAGAIN) per wake-up."""
+        recv = self.ep.recv
+        dispatch = self._dispatch
+        got = False
+        try:
+            while True:
+                msg = recv()
+                if msg is None:
+                    self._on_eof()
+                    return
+                got = True
+                dispatch(msg)
+                if not drain or self.dead:
+                    break
+        except BlockingIOError:
+            pass
+        except (ConnectionError, OSError) as exc:
+            if not self.dead:
+                self._died(f"control socket error: {exc}")
+            return
+        except ipc.ProtocolError as exc:
+            logger.error("python stub for %s sent a bad message: %s", self.instance_name, exc)
+            self.stub.kill()
+            self._died(str(exc))
+            return
+        except Exception:  # a bug here must not stall the instance: log, carry on
+            logger.exception("python backend: handling a message from the stub of %s failed", self.instance_name)
+        if got:
+            self.wakeups += 1
+        if len(self.ep.frees) >= _ACK_FREES or self.ep.free_bytes >= _ACK_BYTES:
+            self._send(ACK)
+
+    def _on_eof(self) -> None:
+        """The stub closed its end: it is exiting. Let the pidfd report how (a second at
+        most), so the error names the signal or exit code."""
+        self.eof = True
+        self.loop.remove_reader(self.fd)
+        if self.stub.pidfd < 0 or self.stub.exit_status() is not None:
+            self._died("its control socket closed")
+        else:
+            self._eof_timer = self.loop.call_later(1.0, self._died, "it closed its control socket")
+
+    def _on_exit(self) -> None:
+        # Read what the stub sent before it went, then fail the rest.
+        if not self.dead and not self.eof:
+            self._on_readable(drain=True)
+        if not self.dead:
+            self._died(self.stub.describe_exit())
+
+    def _dispatch(self, msg: tuple) -> None:
+        cmd = msg[0]
+        if cmd == RESPONSES:
+            self._on_responses(msg)
+        elif cmd == RESPONSE:
+            self._on_response(msg)
+        elif cmd == EXEC_DONE:
+            self._on_exec_done(msg)
+        elif cmd == BLS:
+            self._spawn(self._bls(msg))
+        elif cmd == CALL:
+            self._spawn(self._control(msg))
+        elif cmd == LOG:
+            self._on_log(msg)
+        elif cmd in (INIT_DONE, AUTO_COMPLETE_DONE, FINALIZE_DONE):
+            fut = self.waiters.pop(cmd, None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        # REGION: mapped by the endpoint; ACK: frees only
+
+    def _blob(self, rid: int, base: int, total: int) -> memoryview | None:
+        """Copy a block out of the stub's region once; the stub may reuse it afterwards."""
+        if rid < 0:
+            return None
+        data = bytes(self.ep.peer[rid].view[base : base + total])
+        self.ep.frees.append(rid)
+        self.ep.free_bytes += total
+        return memoryview(data)
+
+    def _response(self, req: InferenceRequest, rd: tuple, blob: memoryview | None, final: bool) -> InferenceResponse:
+        error, params, outputs = rd
+        if error is not None:
+            return InferenceResponse(
+                self.model_name,
+                self.model_version,
+                id=req.id,
+                parameters=params or None,
+                error=InferenceError(error[1], ErrorCode(error[0])),
+                final=final,
+            )
+        tensors = [Tensor(name, dt, shape, raw=blob[off : off + n]) for name, dt, shape, off, n in outputs]
+        return InferenceResponse(
+            self.model_name, self.model_version, tensors, id=req.id, parameters=params or None, final=final
+        )
+
+    def _on_responses(self, msg: tuple) -> None:
+        _, _, bid, t0, t1, error, rds, rid, base, total = msg
+        blob = self._blob(rid, base, total)
+        batch = self.batches.pop(bid, None)
+        if batch is None:
+            return
+        name, version = self.model_name, self.model_version
+        if error is not None:
+            err = InferenceError(FAILED.format(model=name, message=error), ErrorCode.INTERNAL)
+            for req, sink in zip(batch.requests, batch.sinks):
+                sink.send(InferenceResponse(name, version, id=req.id, error=err))
+        else:
+            respond = self._response
+            for req, sink, rd in zip(batch.requests, batch.sinks, rds):
+                if rd is None:
+                    sink.send(
+                        InferenceResponse(
+                            name,
+                            version,
+                            id=req.id,
+                            error=InferenceError.unsupported(
+                                "request rescheduling (TRITONSERVER_REQUEST_RELEASE_RESCHEDULE) is not supported"
+                            ),
+                        )
+                    )
+                else:
+                    sink.send(respond(req, rd, blob, True))
+        if not batch.future.done():  # (the caller may have stopped waiting)
+            batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns()))
+
+    def _on_response(self, msg: tuple) -> None:
+        _, _, bid, index, final, rd, rid, base, total = msg
+        blob = self._blob(rid, base, total)
+        batch = self.batches.get(bid)
+        if batch is None or batch.done is None or batch.done[index]:
+            return  # the request already failed (execute raised, stub restarted, ...)
+        req = batch.requests[index]
+        sink = batch.sinks[index]
+        if rd is None:
+            sink.finish()
+        else:
+            sink.send(self._response(req, rd, blob, final))
+        if final:
+            batch.done[index] = True
+            batch.open -= 1
+            if batch.open == 0 and batch.exec_done:
+                del self.batches[bid]
+
+    def _on_exec_done(self, msg: tuple) -> None:
+        _, _, bid, t0, t1, error = msg
+        batch = self.batches.get(bid)
+        if batch is None:
+            return
+        batch.exec_done = True
+        if error is not None:
+            err = InferenceError(FAILED.format(model=self.model_name, message=error), ErrorCode.INTERNAL)
+            self._fail_open(batch, err)
+        if batch.open == 0:
+            del self.batches[bid]
+        if not batch.future.done():
+            batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns()))
+
+    def _fail_open(self, batch: _Batch, err: InferenceError) -> None:
+        name, version = self.model_name, self.model_version
+        for i, (req, sink) in enumerate(zip(batch.requests, batch.sinks)):
+            if batch.done is not None:
+                if batch.done[i]:
+                    continue
+                batch.done[i] = True
+            sink.send(InferenceResponse(name, version, id=req.id, error=err))
+        batch.open = 0
+
+    def _on_log(self, msg: tuple) -> None:
+        _, _, level, message, filename, lineno = msg
+        lvl = _LOG_LEVELS.get(level, logging.INFO)
+        if logger.isEnabledFor(lvl):
+            record = logger.makeRecord(logger.name, lvl, filename, lineno, "%s", (message,), None)
+            logger.handle(record)
+
+    # ====================================================================== BLS ==
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _bls(self, msg: tuple) -> None:
+        _, _, cid, decoupled, model_name, version, meta, rid, base, total = msg
+        rq_id, corr, flags, timeout, params, requested, descs = meta
+        blob = self._blob(rid, base, total)
+        inputs = [Tensor(name, dt, shape, raw=blob[off : off + n] if n else b"") for name, dt, shape, off, n in descs]
+        request = InferenceRequest(
+            model_name,
+            inputs,
+            model_version="" if version < 0 else str(version),
+            id=rq_id,
+            outputs=[RequestedOutput(n) for n in requested] or None,
+            parameters=dict(params),
+            timeout_us=timeout,
+            sequence_id=corr,
+            sequence_start=bool(flags & 1),
+            sequence_end=bool(flags & 2),
+            protocol="bls",
+        )
+        try:
+            if decoupled:
+                final = False
+                async for resp in self.context.stream(request):
+                    final = resp.final
+                    self._bls_result(cid, final, resp)
+                    if final:
+                        break
+                if not final:
+                    self._bls_result(cid, True, None)
+            else:
+                resp = await self.context.infer(request)
+                self._bls_result(cid, True, resp)
+        except asyncio.CancelledError:
+            raise
+        except InferenceError as exc:
+            self._bls_result(cid, True, exc)
+        except Exception as exc:  # noqa: BLE001 (report anything to the model)
+            self._bls_result(cid, True, InferenceError.internal(f"BLS request failed: {exc}"))
+
+    def _bls_result(self, cid: int, final: bool, resp: InferenceResponse | InferenceError | None) -> None:
+        if self.dead:
+            return
+        if resp is None:
+            self._send(BLS_RESULT, cid, final, (None, {}, ()), *_EMPTY)
+            return
+        error = resp if isinstance(resp, InferenceError) else resp.error
+        if error is not None:
+            self._send(BLS_RESULT, cid, final, ((int(error.code), error.message), {}, ()), *_EMPTY)
+            return
+        descs = []
+        staged = []
+        total = 0
+        for t in resp.outputs:
+            if 0 in t.shape:
+                descs.append((t.name, t.datatype, tuple(t.shape), total, 0))
+                continue
+            raw = t.raw
+            if type(raw) is memoryview and (raw.format != "B" or raw.ndim != 1):
+                raw = raw.cast("B") if raw.c_contiguous else memoryview(raw.tobytes())
+            n = raw.nbytes if type(raw) is memoryview else len(raw)
+            descs.append((t.name, t.datatype, tuple(t.shape), total, n))
+            if n:
+                staged.append((total, n, raw))
+            total += (n + 63) & ~63
+        block = _EMPTY
+        if descs:
+            region, base = self.ep.arena.alloc(total)
+            view = region.view
+            for off, n, raw in staged:
+                view[base + off : base + off + n] = raw
+            block = (region.id, base, total)
+        params = {k: _plain(v) for k, v in resp.parameters.items()} if resp.parameters else {}
+        self._send(BLS_RESULT, cid, final, (None, params, tuple(descs)), *block)
+
+    async def _control(self, msg: tuple) -> None:
+        _, _, cid, op, args = msg
+        ctx = self.context
+        try:
+            value = None
+            if op == "load_model":
+                name, config, files = args
+                await ctx.load_model(name, config, files)
+            elif op == "unload_model":
+                await ctx.unload_model(*args)
+            elif op == "is_model_ready":
+                value = bool(await ctx.model_ready(*args))
+            else:
+                raise InferenceError.unsupported(f"unknown model control call '{op}'")
+            result = (None, value)
+        except asyncio.CancelledError:
+            raise
+        except InferenceError as exc:
+            result = ((int(exc.code), exc.message), None)
+        except Exception as exc:  # noqa: BLE001
+            result = ((int(ErrorCode.INTERNAL), str(exc)), None)
+        self._send(CALL_RESULT, cid, *result)
+
+    # ================================================================ lifecycle ==
+
+    def _backpressure(self) -> None:
+        if not self.dead:
+            self.loop.add_writer(self.fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            drained = self.ep.flush()
+        except OSError as exc:
+            self.loop.remove_writer(self.fd)
+            self._died(f"control socket error: {exc}")
+            return
+        if drained:
+            self.loop.remove_writer(self.fd)
+
+    def _death_error(self) -> InferenceError:
+        return InferenceError(
+            FAILED.format(
+                model=self.model_name,
+                message=f"Stub process for model instance '{self.instance_name}' died unexpectedly ({self.death})",
+            ),
+            ErrorCode.UNAVAILABLE,
+        )
+
+    def _fail_now(self, requests: Sequence[InferenceRequest], sinks: Sequence[ResponseSink], err: InferenceError) -> ExecutionTimes:
+        for req, sink in zip(requests, sinks):
+            sink.send(InferenceResponse(self.model_name, self.model_version, id=req.id, error=err))
+        now = time.monotonic_ns()
+        return ExecutionTimes(now, now, now, now)
+
+    def _died(self, how: str) -> None:
+        """The stub is gone: fail everything in flight and release what it held."""
+        if self.dead:
+            return
+        self.dead = True
+        if self._eof_timer is not None:
+            self._eof_timer.cancel()
+        if self.stub.exit_status() is not None:
+            how = self.stub.describe_exit()
+        self.death = how
+        self._unwatch()
+        err = self._death_error()
+        now = time.monotonic_ns()
+        batches, self.batches = self.batches, {}
+        for batch in batches.values():
+            self._fail_open(batch, err)
+            if not batch.future.done():
+                batch.future.set_result(ExecutionTimes(batch.sent_ns, now, now, now))
+        for fut in self.waiters.values():
+            if not fut.done():
+                fut.set_exception(StubDied(how))
+        self.waiters.clear()
+        for task in list(self.tasks):
+            task.cancel()
+        self.stub.kill()
+        self.stub.close_fds()
+        self.ep.close()
+        self._reap()
+        if self.on_death is not None:
+            self.on_death(self, how)
+
+    def _reap(self, tries: int = 0) -> None:
+        """Collect the exited process without blocking the loop."""
+        if self.stub.exit_status() is None and tries < 1000:
+            self.loop.call_later(0.005 if tries < 100 else 0.05, self._reap, tries + 1)
+
+    def _unwatch(self) -> None:
+        for remove, fd in ((self.loop.remove_reader, self.fd), (self.loop.remove_writer, self.fd)):
+            try:
+                remove(fd)
+            except (ValueError, OSError):
+                pass
+        if self.stub.pidfd >= 0:
+            try:
+                self.loop.remove_reader(self.stub.pidfd)
+            except (ValueError, OSError):
+                pass
+
+    async def close(self, timeout: float) -> None:
+        """Finalize the model (bounded by `timeout`), then make sure the process is gone."""
+        if self.dead:
+            return
+        self.on_death = None
+        try:
+            await asyncio.wait_for(self._request(FINALIZE, FINALIZE_DONE), timeout)
+            deadline = time.monotonic() + min(timeout, 5.0)
+            while self.stub.exit_status() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+        except (asyncio.TimeoutError, StubDied):
+            pass
+        self.kill("closed")
+
+    def kill(self, how: str = "killed") -> None:
+        self.on_death = None
+        self.stub.kill()
+        self._died(how)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    if hasattr(v, "item"):
+        try:
+            return v.item()
+        except (TypeError, ValueError):
+            pass
+    return str(v)
+
+
+# ==================================================================== instance ==
+
+
+class PythonModelInstance(ModelInstance):
+    """One instance of a Python model: a stub running model.py, restarted if it dies."""
+
+    def __init__(
+        self,
+        *,
+        model: ModelSpec,
+        instance: InstanceSpec,
+        context: BackendContext,
+        settings: Settings,
+        init_config: dict,
+        decoupled: bool,
+        label: str,
+        stubs: Callable[[], StubProcess] | None = None,
+    ) -> None:
+        self.model = model
+        self.instance = instance
+        self.context = context
+        self.settings = settings
+        self.init_config = init_config
+        self.decoupled = decoupled
+        self.label = label
+        self.stubs = stubs  # where fresh stub processes come from (a warm spare, if any)
+        self.session: Session | None = None
+        self.max_inflight = 1
+        self.restarts = 0
+        self.is_async = False
+        self._closed = False
+        self._restart: asyncio.Task | None = None
+        self._backoff = 0.0
+        self._next_try = 0.0
+        self._last_error: InferenceError | None = None
+        self.on_close: Callable[["PythonModelInstance"], None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        s = self.session
+        return None if s is None or s.dead else s.pid
+
+    async def start(self) -> None:
+        self.session = await self._launch()
+
+    async def _launch(self) -> Session:
+        session = Session(
+            label=self.label,
+            model_name=self.model.name,
+            model_version=str(self.model.version),
+            instance_name=self.instance.name,
+            context=self.context,
+            settings=self.settings,
+            decoupled=self.decoupled,
+            on_death=self._on_death,
+            stub=self.stubs() if self.stubs is not None else None,
+        )
+        try:
+            info = await session.initialize(self.init_config)
+        except StubDied as exc:
+            session.kill()
+            raise InferenceError.internal(
+                f"Stub process for model instance '{self.instance.name}' of model '{self.model.name}' "
+                f"died during initialize ({exc})"
+            ) from None
+        except BaseException:
+            session.kill()
+            raise
+        self.is_async = bool(info.get("is_async"))
+        self.max_inflight = self.settings.max_inflight if self.is_async else 1
+        return session
+
+    def _on_death(self, session: Session, how: str) -> None:
+        if session is not self.session or self._closed:
+            return
+        logger.error(
+            "Python stub (pid %d) of model instance '%s' (model '%s') died: %s; restarting it",
+            session.pid,
+            self.instance.name,
+            self.model.name,
+            how,
+        )
+        self._start_restart()
+
+    def _start_restart(self) -> asyncio.Task:
+        if self._restart is None or self._restart.done():
+            self._restart = asyncio.get_running_loop().create_task(self._do_restart())
+        return self._restart
+
+    async def _do_restart(self) -> Session | None:
+        self._next_try = time.monotonic() + self._backoff
+        try:
+            session = await self._launch()
+        except (InferenceError, OSError) as exc:
+            err = exc if isinstance(exc, InferenceError) else InferenceError.internal(str(exc))
+            self._last_error = err
+            self._backoff = min(max(self._backoff * 2, 0.5), self.settings.restart_backoff_max)
+            self._next_try = time.monotonic() + self._backoff
+            logger.error("restarting the stub of model instance '%s' failed: %s", self.instance.name, err.message)
+            return None
+        if self._closed:
+            await session.close(self.settings.stub_timeout)
+            return None
+        self.session = session
+        self.restarts += 1
+        self._backoff = 0.0
+        self._last_error = None
+        return session
+
+    async def _revive(self) -> Session | None:
+        if self._closed:
+            return None
+        if self._restart is not None and not self._restart.done():
+            return await asyncio.shield(self._restart)
+        if time.monotonic() < self._next_try:
+            return None
+        return await asyncio.shield(self._start_restart())
+
+    async def execute(self, requests: Sequence[InferenceRequest], sinks: Sequence[ResponseSink]) -> ExecutionTimes:
+        session = self.session
+        if session is None or session.dead:
+            session = await self._revive()
+            if session is None:
+                err = InferenceError.unavailable(
+                    FAILED.format(
+                        model=self.model.name,
+                        message=f"the stub of model instance '{self.instance.name}' is not available"
+                        + (f" ({self._last_error.message})" if self._last_error else ""),
+                    )
+                )
+                now = time.monotonic_ns()
+                for req, sink in zip(requests, sinks):
+                    sink.send(InferenceResponse(self.model.name, str(self.model.version), id=req.id, error=err))
+                return ExecutionTimes(now, now, now, now)
+        return await session.execute(requests, sinks)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.on_close is not None:
+            self.on_close(self)
+        if self._restart is not None and not self._restart.done():
+            self._restart.cancel()
+            try:
+                await self._restart
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        session, self.session = self.session, None
+        if session is not None:
+            await session.close(self.settings.stub_timeout)
+
+
+async def run_auto_complete(
+    *,
+    label: str,
+    model_name: str,
+    context: BackendContext,
+    settings: Settings,
+    config: dict,
+    stub: StubProcess | None = None,
+) -> str:
+    """Run the model's `auto_complete_config` in a throw-away stub; the new config JSON."""
+    session = Session(
+        label=label,
+        model_name=model_name,
+        model_version="",
+        instance_name=f"{model_name} (auto-complete)",
+        context=context,
+        settings=settings,
+        stub=stub,
+    )
+    try:
+        return await session.auto_complete(config)
+    except StubDied as exc:
+        raise InferenceError.internal(f"the auto-complete stub of model '{model_name}' died ({exc})") from None
+    finally:
+        session.kill("auto-complete done")

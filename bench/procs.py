@@ -1,0 +1,99 @@
+"""CPU and memory of process trees, from psutil: what a server (and its children) cost.
+
+A `CpuSample` is taken at an instant; the difference of two samples is the CPU each side took
+over that span: the server's tree, the client's tree, and the whole machine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psutil
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_cpu(pid: int, seen: dict[int, float] | None = None) -> float:
+    """user+system seconds of the tree rooted at `pid` (children that have exited are not counted
+    twice: their last reading stays in `seen`, keyed by pid)."""
+    seen = {} if seen is None else seen
+    for p in tree(pid):
+        try:
+            t = p.cpu_times()
+            seen[p.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return sum(seen.values())
+
+
+def system_busy() -> float:
+    """CPU seconds the whole machine has spent not idle, since boot."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+
+
+@dataclass
+class CpuSample:
+    at: float
+    server: float
+    client: float
+    system: float
+
+
+class CpuMeter:
+    """Samples the server's tree, the client's tree and the machine together."""
+
+    def __init__(self, server_pid: int, client_pid: int | None = None) -> None:
+        self.server_pid = server_pid
+        self.client_pid = client_pid
+        self._server_seen: dict[int, float] = {}
+        self._client_seen: dict[int, float] = {}
+
+    def sample(self) -> CpuSample:
+        return CpuSample(
+            time.monotonic(),
+            tree_cpu(self.server_pid, self._server_seen),
+            tree_cpu(self.client_pid, self._client_seen) if self.client_pid else 0.0,
+            system_busy())
+
+
+def cpu_between(a: CpuSample, b: CpuSample) -> dict:
+    """Cores used on average between two samples by the server, the client and everything else."""
+    dt = max(b.at - a.at, 1e-9)
+    server = b.server - a.server
+    client = b.client - a.client
+    system = b.system - a.system
+    return {"span_s": dt, "server_cpu_s": server, "client_cpu_s": client, "system_cpu_s": system,
+            "server_cores": server / dt, "client_cores": client / dt,
+            "other_cores": max(system - server - client, 0.0) / dt}
+
+
+def other_load(exclude_pids: list[int], seconds: float = 0.5) -> float:
+    """Cores busy over `seconds` outside the given process trees (to wait for a quiet machine)."""
+    seen = [dict() for _ in exclude_pids]
+    s0 = system_busy() - sum(tree_cpu(p, s) for p, s in zip(exclude_pids, seen))
+    time.sleep(seconds)
+    s1 = system_busy() - sum(tree_cpu(p, s) for p, s in zip(exclude_pids, seen))
+    return max(s1 - s0, 0.0) / seconds
+
+
+def tree_memory(pid: int) -> dict:
+    """RSS and PSS (MiB) summed over the tree, and how many processes it holds."""
+    rss = pss = 0
+    n = 0
+    for p in tree(pid):
+        try:
+            m = p.memory_full_info()
+            rss += m.rss
+            pss += getattr(m, "pss", m.rss)
+            n += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return {"rss_mib": rss / 2**20, "pss_mib": pss / 2**20, "processes": n}

@@ -1,0 +1,93 @@
+"""Summarise py-spy's collapsed stacks (`py-spy record -f raw`): where the samples went.
+
+Pure (standard library): self time by function (the frame on top of the stack), inclusive time by
+function (anywhere on the stack, counted once per sample), and samples per process.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+_LINE = re.compile(r"^(.*) (\d+)$")
+_FRAME = re.compile(r"^(.*?) \((.*?)(?::\d+)?\)$")
+
+
+def frame_name(frame: str) -> str:
+    """`func (path/to/file.py:123)` → `func (file.py)`; other frames unchanged."""
+    m = _FRAME.match(frame.strip())
+    if not m:
+        return frame.strip()
+    func, path = m.groups()
+    parts = path.replace("\\", "/").split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else path
+    return f"{func} ({short})"
+
+
+def process_label(frame: str) -> str:
+    """`process 123:"/venv/bin/python -m naiad.kernel.main serve ..."` → `123 naiad.kernel.main serve ...`."""
+    pid, _, cmd = frame[len("process "):].partition(":")
+    cmd = cmd.strip().strip('"')
+    cmd = re.sub(r"^\S*python[0-9.]*\s+(-m\s+)?", "", cmd)
+    return f"{pid} {cmd}"[:70]
+
+
+def summarise_collapsed(text: str, top: int = 15) -> dict:
+    """Self and inclusive samples per function, and per process. Frames every sample of a process
+    mostly passes through (in 60% or more of its samples: runpy, main, the event loop's run) are left out of the inclusive
+    table, which would otherwise start with them."""
+    self_c: Counter = Counter()
+    incl: Counter = Counter()
+    procs: Counter = Counter()
+    per_proc_frames: dict[str, Counter] = {}
+    total = 0
+    for line in text.splitlines():
+        m = _LINE.match(line.strip())
+        if not m:
+            continue
+        stack, n = m.group(1), int(m.group(2))
+        frames = [f for f in stack.split(";") if f]
+        proc = ""
+        while frames and frames[0].startswith("process "):
+            proc = process_label(frames[0])   # with --subprocesses: parent;child;... — keep the last
+            frames = frames[1:]
+        frames = [f for f in frames if not f.startswith("thread ")]
+        if not frames:
+            continue
+        total += n
+        procs[proc] += n
+        role = proc.split(" ")[1] if " " in proc else proc
+        names = [f"{role}: {frame_name(f)}" if role else frame_name(f) for f in frames]
+        self_c[names[-1]] += n
+        pf = per_proc_frames.setdefault(proc, Counter())
+        for name in set(names):
+            incl[name] += n
+            pf[name] += n
+    trunk = set()
+    for proc, frames in per_proc_frames.items():
+        for name, k in frames.items():
+            if k >= 0.6 * procs[proc]:
+                trunk.add(name)
+    for name in trunk:
+        incl.pop(name, None)
+
+    def table(c: Counter) -> list[dict]:
+        return [{"function": k, "samples": v, "share": v / total if total else 0.0} for k, v in c.most_common(top)]
+
+    out = {"samples": total, "self": table(self_c), "inclusive": table(incl),
+           "processes": [{"process": k, "samples": v, "share": v / total if total else 0.0}
+                         for k, v in procs.most_common()]}
+    out["summary_md"] = summary_markdown(out)
+    return out
+
+
+def summary_markdown(s: dict, top: int = 12) -> str:
+    lines = [f"{s['samples']} samples of on-CPU Python stacks (py-spy, all of naiad's processes)."]
+    if s["processes"]:
+        lines += ["", "| process | share |", "| --- | ---: |"]
+        lines += [f"| `{p['process']}` | {p['share']:.0%} |" for p in s["processes"]]
+    lines += ["", "| self time (top of stack) | share |", "| --- | ---: |"]
+    lines += [f"| `{r['function']}` | {r['share']:.1%} |" for r in s["self"][:top]]
+    lines += ["", "| inclusive time | share |", "| --- | ---: |"]
+    lines += [f"| `{r['function']}` | {r['share']:.1%} |" for r in s["inclusive"][:top]]
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Which scheduler serves a model version, and the server-wide parts schedulers share.
+
+    ensemble_scheduling / platform "ensemble"  -> EnsembleScheduler (ensemble.py)
+    sequence_batching                          -> SequenceScheduler (sequence.py)
+    anything else                              -> Scheduler, the dynamic batcher (scheduler.py)
+
+With `--rate-limit=execution_count` every instance is wrapped so that it executes only
+while its rate-limiter resources are held (rate_limiter.py); with the response cache on
+(`--cache-config local,size=N`) and `response_cache { enable: true }` in the model's
+config, the scheduler is wrapped by the cache (cache.py).
+
+All schedulers share one interface: `start()`, `enqueue(request, sink, batch_size)`,
+`await drain_and_stop(timeout)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Protocol, Sequence
+
+from naiad.kernel.inference import model_config as mcfg
+from naiad.kernel.inference.backend import ModelInstance
+from naiad.kernel.inference.errors import InferenceError
+from naiad.kernel.inference.types import InferenceRequest, ResponseSink
+
+from . import cache as response_cache
+from . import ensemble
+from .rate_limiter import RateLimitedInstance, RateLimiter
+from .scheduler import BatchingConfig, Scheduler
+from .sequence import SequenceScheduler
+
+log = logging.getLogger("naiad.services.models")
+
+
+class ModelScheduler(Protocol):
+    def start(self) -> None: ...
+
+    def enqueue(self, request: InferenceRequest, sink: ResponseSink, batch_size: int) -> None: ...
+
+    async def drain_and_stop(self, timeout: float | None = None) -> None: ...
+
+
+class SchedulingContext:
+    """Owned by the model manager; configured by the models service at start."""
+
+    def __init__(self, manager: Any = None) -> None:
+        self.manager = manager
+        self.limiter: RateLimiter | None = None
+        self.cache: response_cache.ResponseCache | None = None
+        self.submit: Callable[[InferenceRequest, ResponseSink], None] | None = None
+
+    def configure(self, config: Any, submit: Callable[[InferenceRequest, ResponseSink], None] | None = None) -> None:
+        """From the server config: `[server] rate_limit`, `rate_limit_resources`, `[cache]`."""
+        server = config.server
+        if server.rate_limit == "execution_count":
+            try:
+                self.limiter = RateLimiter(server.rate_limit_resources)
+            except ValueError as exc:
+                raise InferenceError.invalid(str(exc)) from None
+        else:
+            self.limiter = None
+        cache_cfg = getattr(config, "cache", None)
+        if cache_cfg is not None and cache_cfg.enabled and cache_cfg.size > 0:
+            self.cache = response_cache.ResponseCache(cache_cfg.size)
+        else:
+            self.cache = None
+        self.submit = submit
+
+    # ------------------------------------------------------------------ building --
+
+    def create(self, lv: Any, spawn: Callable[[Any, str], Any]) -> ModelScheduler:
+        """The scheduler for a LoadedVersion whose instances are created."""
+        config = lv.config
+        if ensemble.is_ensemble(config):
+            manager = self.manager
+            plan = ensemble.EnsemblePlan(config, manager.resolve if manager is not None else _no_models)
+            if plan.decoupled:
+                # Triton marks an ensemble with a decoupled step decoupled itself.
+                config.model_transaction_policy.decoupled = True
+                lv.decoupled = True
+            if config.HasField("response_cache") and config.response_cache.enable:
+                log.warning("model '%s': the response cache does not serve ensembles; their composing models "
+                            "may use it", lv.name)
+            return ensemble.EnsembleScheduler(lv.name, lv.version, plan, self.submit)
+        wants_cache = response_cache.check_config(config)
+        instances = lv.instances = self._limited(lv, lv.instances)  # closing one frees its gate
+        if config.HasField("sequence_batching"):
+            if wants_cache:
+                log.warning("model '%s': the sequence batcher does not use the response cache", lv.name)
+            declared = [o.name for o in config.output]
+            return SequenceScheduler(lv.name, lv.version, instances, config, lv.spec.model_dir, lv.recorder,
+                                     spawn, declared)
+        scheduler: Any = Scheduler(lv.name, lv.version, instances, BatchingConfig(config), lv.recorder, spawn)
+        if wants_cache and self.cache is not None:
+            scheduler = response_cache.CachingScheduler(scheduler, self.cache, lv.name, lv.version_str, lv.recorder)
+        return scheduler
+
+    def _limited(self, lv: Any, instances: Sequence[ModelInstance]) -> list[ModelInstance]:
+        if self.limiter is None:
+            return list(instances)
+        out: list[ModelInstance] = []
+        groups = _instance_groups(lv.config)
+        for inst, (group, device) in zip(instances, groups):
+            rl = group.rate_limiter if group.HasField("rate_limiter") else None
+            gate = self.limiter.register(f"{lv.name}:{group.name}", rl, device)
+            out.append(RateLimitedInstance(inst, gate))
+        return out
+
+
+def _instance_groups(config: Any) -> list[tuple[Any, int]]:
+    """(group, device) per instance, in the order the manager creates instances."""
+    out = []
+    for group in config.instance_group:
+        kind = mcfg.kind_name(group.kind)
+        devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
+        for device in devices:
+            for _ in range(group.count):
+                out.append((group, device))
+    return out
+
+
+def _no_models(name: str, version: str) -> Any:
+    raise InferenceError.unavailable(f"model '{name}' is not available")
