@@ -37,6 +37,8 @@ class HttpRequest:
     headers: Mapping[str, str]  # case-insensitive mapping from the transport
     body: bytes | bytearray | memoryview = b""
     params: dict[str, str] = field(default_factory=dict)  # path parameters
+    recv_ns: int = 0  # arrival time, taken only while a tracer is installed
+    trace: Any = None  # set by the infer route when the request is traced
 
 
 @dataclass(slots=True)

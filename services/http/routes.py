@@ -8,6 +8,7 @@ import asyncio
 import base64
 import binascii
 import re
+import time
 from typing import Any, AsyncIterator, Callable
 
 from naiad.kernel.bus import Bus
@@ -82,8 +83,9 @@ def _uint(doc: dict, key: str, default: int | None = None) -> int:
 class HttpRoutes:
     """The handlers, bound to the bus and the service's settings."""
 
-    def __init__(self, bus: Bus, config: HttpConfig) -> None:
+    def __init__(self, bus: Bus, config: HttpConfig, traces: Any = None) -> None:
         self.bus = bus
+        self.traces = traces  # the kernel's TraceHub
         self.config = config
         self.offload_bytes = config.offload_bytes
         self.max_body_bytes = config.max_body_bytes
@@ -149,6 +151,7 @@ class HttpRoutes:
     # ---------------------------------------------------------------- inference --
 
     async def infer(self, request: HttpRequest) -> HttpResponse:
+        recv_end = time.monotonic_ns() if request.recv_ns else 0
         p = request.params
         headers = request.headers
         try:
@@ -163,6 +166,13 @@ class HttpRoutes:
                 decode_infer, body, header_value, p["model"], _version(p), forward)
         else:
             infer_request, plan = decode_infer(body, header_value, p["model"], _version(p), forward)
+        tracer = self.traces.tracer if self.traces is not None else None
+        if tracer is not None:
+            trace = tracer.sample(infer_request.model_name, infer_request.id, headers)
+            if trace is not None:
+                trace.stamp("HTTP_RECV_START", request.recv_ns or None)
+                trace.stamp("HTTP_RECV_END", recv_end or None)
+                request.trace = infer_request.trace = trace
         response: InferenceResponse = await self.bus.request(infer_request)
         if response.error is not None:
             raise response.error
@@ -412,10 +422,10 @@ async def _sse_events(first: bytes | InferenceError | None, sink: QueueSink,
             request.cancel.cancel()
 
 
-def build_router(bus: Bus, config: HttpConfig | None = None) -> Router:
+def build_router(bus: Bus, config: HttpConfig | None = None, traces: Any = None) -> Router:
     """Every route of Triton 2.45's HTTP frontend, with its restricted-API category."""
     config = config or HttpConfig()
-    r = HttpRoutes(bus, config)
+    r = HttpRoutes(bus, config, traces)
     router = Router(parse_restricted_api(config.restricted_api))
     add = router.add
     model = "/v2/models/{model}"

@@ -4,6 +4,7 @@ request to the transport-neutral router. This is the only module that knows aioh
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 from aiohttp import web
@@ -30,7 +31,7 @@ class HttpService(Service):
 
     async def start(self) -> None:
         cfg = self.config
-        self.router = build_router(self.bus, cfg)
+        self.router = build_router(self.bus, cfg, self.context.traces)
         max_body = cfg.max_body_bytes
 
         def request_factory(message, payload, protocol, writer, task, _cls=web.BaseRequest):  # type: ignore[no-untyped-def]
@@ -63,6 +64,7 @@ class HttpService(Service):
         if not lifecycle.accepting and not path.startswith("/v2/health"):
             return _to_aiohttp(_SHUTTING_DOWN, close=True)
         lifecycle.enter()
+        recv_ns = time.monotonic_ns() if self.context.traces.tracer is not None else 0
         try:
             try:
                 body = await request.read() if request.body_exists else b""
@@ -70,9 +72,12 @@ class HttpService(Service):
                 return _to_aiohttp(HttpResponse.error(
                     f"request body exceeds the limit of {self.config.max_body_bytes} bytes", 413), close=True)
             assert self.router is not None
-            response = await self.router.dispatch(HttpRequest(request.method, path, request.headers, body))
+            http_request = HttpRequest(request.method, path, request.headers, body, recv_ns=recv_ns)
+            response = await self.router.dispatch(http_request)
             if response.stream is not None:
                 return await _stream(request, response)
+            if http_request.trace is not None:
+                return await _send_traced(request, response, http_request.trace, close=not lifecycle.accepting)
             return _to_aiohttp(response, close=not lifecycle.accepting)
         finally:
             lifecycle.leave()
@@ -84,6 +89,19 @@ def _to_aiohttp(response: HttpResponse, close: bool = False) -> web.Response:
         headers = dict(headers or {})
         headers["Connection"] = "close"
     return web.Response(status=response.status, body=response.body, headers=headers)
+
+
+async def _send_traced(request: web.BaseRequest, response: HttpResponse, trace: Any, close: bool) -> web.Response:
+    """Send now, not after the handler returns, so that HTTP_SEND_END is when it was sent."""
+    out = _to_aiohttp(response, close=close)
+    trace.stamp("HTTP_SEND_START")
+    try:
+        await out.prepare(request)
+        await out.write_eof()
+    finally:
+        trace.stamp("HTTP_SEND_END")
+        trace.finish()
+    return out
 
 
 async def _stream(request: web.BaseRequest, response: HttpResponse) -> web.StreamResponse:
