@@ -20,6 +20,7 @@ Keys are matched with '-' and '_' treated alike.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,14 @@ from naiad.kernel.inference.backend import Backend, BackendContext, InstanceSpec
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.model_config import config_to_json, parse_json
 
-from .instance import PythonModelInstance, Settings, run_auto_complete
+from .instance import PythonModelInstance, Session, Settings, run_auto_complete
 from .launcher import SpareStub
 from .shm import safe_name
 
+
+
+# How long a primed auto-complete stub waits for its model's first instance.
+_PRIMED_TTL = 120.0
 
 
 class PythonBackend(Backend):
@@ -46,6 +51,9 @@ class PythonBackend(Backend):
         self.run_id = safe_name(context.run_id or uuid.uuid4().hex[:12], 32)
         self.instances: set[PythonModelInstance] = set()
         self.spare = SpareStub(f"{self.run_id}-spare", enabled=self.settings.spare_stubs)
+        # Auto-complete stubs of models without auto_complete_config, kept for the model's
+        # first instance (they ran nothing but the import of model.py): model file -> session.
+        self.primed: dict[str, Session] = {}
 
     # ------------------------------------------------------------------ loading --
 
@@ -78,7 +86,7 @@ class PythonBackend(Backend):
         stub_config["config_json"] = config_to_json(config)
         label = f"{self.run_id}-{safe_name(name)}-ac"
         stub_config["label"] = label
-        text = await run_auto_complete(
+        text, primed = await run_auto_complete(
             label=label,
             model_name=name,
             context=self.context,
@@ -86,7 +94,22 @@ class PythonBackend(Backend):
             config=stub_config,
             stub=self.spare.take(label),
         )
+        if primed is not None:
+            self._keep_primed(stub_config["model_path"], primed)
         return parse_json(text, f"the auto-completed configuration of model '{name}'")
+
+    def _keep_primed(self, key: str, session: Session) -> None:
+        old = self.primed.pop(key, None)
+        if old is not None:
+            old.kill("replaced")
+        self.primed[key] = session
+        loop = asyncio.get_running_loop()
+        loop.call_later(_PRIMED_TTL, self._drop_primed, key, session)
+
+    def _drop_primed(self, key: str, session: Session) -> None:
+        if self.primed.get(key) is session:
+            del self.primed[key]
+            session.kill("not used")
 
     async def create_instance(self, model: ModelSpec, instance: InstanceSpec) -> ModelInstance:
         config = model.config
@@ -108,6 +131,7 @@ class PythonBackend(Backend):
                 "model_name": model.name,
             },
         )
+        primed = self.primed.pop(init["model_path"], None)
         inst = PythonModelInstance(
             model=model,
             instance=instance,
@@ -118,13 +142,16 @@ class PythonBackend(Backend):
             label=label,
             stubs=lambda: self.spare.take(label),
         )
-        await inst.start()
+        await inst.start(primed)
         inst.on_close = self.instances.discard
         self.instances.add(inst)
         return inst
 
     async def close(self) -> None:
         self.spare.close()
+        primed, self.primed = list(self.primed.values()), {}
+        for session in primed:
+            session.kill("backend closed")
         instances, self.instances = list(self.instances), set()
         for inst in instances:
             await inst.close()

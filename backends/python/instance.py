@@ -165,11 +165,19 @@ class Session:
             raise InferenceError.internal(error)
         return info
 
-    async def auto_complete(self, config: dict) -> str:
-        _, _, error, text = await self._request(AUTO_COMPLETE, AUTO_COMPLETE_DONE, config)
+    async def auto_complete(self, config: dict) -> tuple[str, bool]:
+        """(completed config JSON, primed): see AUTO_COMPLETE_DONE in ipc."""
+        _, _, error, text, primed = await self._request(AUTO_COMPLETE, AUTO_COMPLETE_DONE, config)
         if error is not None:
             raise InferenceError.internal(error)
-        return text
+        return text, primed
+
+    def adopt(self, *, model_version: str, instance_name: str, decoupled: bool, on_death: Callable[["Session", str], None]) -> None:
+        """Serve a model instance from this (primed auto-complete) session."""
+        self.model_version = model_version
+        self.instance_name = instance_name
+        self.decoupled = decoupled
+        self.on_death = on_death
 
     # ================================================================== execute ==
 
@@ -489,6 +497,7 @@ class Session:
                 resp = await self.context.infer(request)
                 self._bls_result(cid, True, resp)
         except asyncio.CancelledError:
+            request.cancel.cancel()  # the stub is gone: let the callee stop too
             raise
         except InferenceError as exc:
             self._bls_result(cid, True, exc)
@@ -705,21 +714,30 @@ class PythonModelInstance(ModelInstance):
         s = self.session
         return None if s is None or s.dead else s.pid
 
-    async def start(self) -> None:
-        self.session = await self._launch()
+    async def start(self, primed: Session | None = None) -> None:
+        self.session = await self._launch(primed)
 
-    async def _launch(self) -> Session:
-        session = Session(
-            label=self.label,
-            model_name=self.model.name,
-            model_version=str(self.model.version),
-            instance_name=self.instance.name,
-            context=self.context,
-            settings=self.settings,
-            decoupled=self.decoupled,
-            on_death=self._on_death,
-            stub=self.stubs() if self.stubs is not None else None,
-        )
+    async def _launch(self, primed: Session | None = None) -> Session:
+        if primed is not None and not primed.dead:
+            session = primed
+            session.adopt(
+                model_version=str(self.model.version),
+                instance_name=self.instance.name,
+                decoupled=self.decoupled,
+                on_death=self._on_death,
+            )
+        else:
+            session = Session(
+                label=self.label,
+                model_name=self.model.name,
+                model_version=str(self.model.version),
+                instance_name=self.instance.name,
+                context=self.context,
+                settings=self.settings,
+                decoupled=self.decoupled,
+                on_death=self._on_death,
+                stub=self.stubs() if self.stubs is not None else None,
+            )
         try:
             info = await session.initialize(self.init_config)
         except StubDied as exc:
@@ -824,8 +842,9 @@ async def run_auto_complete(
     settings: Settings,
     config: dict,
     stub: StubProcess | None = None,
-) -> str:
-    """Run the model's `auto_complete_config` in a throw-away stub; the new config JSON."""
+) -> tuple[str, Session | None]:
+    """Run the model's `auto_complete_config` in a throw-away stub: (the new config JSON,
+    the still-running session if it is primed to serve the first instance, else None)."""
     session = Session(
         label=label,
         model_name=model_name,
@@ -836,8 +855,14 @@ async def run_auto_complete(
         stub=stub,
     )
     try:
-        return await session.auto_complete(config)
+        text, primed = await session.auto_complete(config)
     except StubDied as exc:
+        session.kill("auto-complete failed")
         raise InferenceError.internal(f"the auto-complete stub of model '{model_name}' died ({exc})") from None
-    finally:
+    except BaseException:
+        session.kill("auto-complete failed")
+        raise
+    if not primed:
         session.kill("auto-complete done")
+        return text, None
+    return text, session

@@ -16,7 +16,7 @@ its RESPONSE stream and EXEC_DONE) up.
 
 Field layouts (all tuples; "tdesc" is a tensor descriptor
 `(name, datatype, shape, offset, nbytes)` with `offset` relative to the message's data
-block `(rid, base, total)` in the sender's arena):
+block `(rid, base, total)` in the sender's arena; rid -1: no block):
 
 parent -> stub
   INIT          (config: dict)            everything the stub needs to load the model
@@ -32,7 +32,9 @@ parent -> stub
   FINALIZE      ()
 stub -> parent
   INIT_DONE     (error: str | None, info: dict)
-  AUTO_COMPLETE_DONE (error: str | None, config_json: str | None)
+  AUTO_COMPLETE_DONE (error: str | None, config_json: str | None, primed: bool)
+                primed: the model has no auto_complete_config, so this stub ran no user
+                code beyond importing model.py and may serve as the first instance's stub
   RESPONSES     (bid, t_start, t_end, error: str | None, responses, rid, base, total)
                 responses = (rdesc | None per request)   [None: released for rescheduling]
   RESPONSE      (bid, index, final, rdesc | None, rid, base, total)
@@ -90,7 +92,7 @@ COMMANDS: dict[int, tuple[str, tuple[str, ...]]] = {
     ACK: ("ACK", ()),
     FINALIZE: ("FINALIZE", ()),
     INIT_DONE: ("INIT_DONE", ("error", "info")),
-    AUTO_COMPLETE_DONE: ("AUTO_COMPLETE_DONE", ("error", "config_json")),
+    AUTO_COMPLETE_DONE: ("AUTO_COMPLETE_DONE", ("error", "config_json", "primed")),
     RESPONSES: ("RESPONSES", ("bid", "t_start", "t_end", "error", "responses", "rid", "base", "total")),
     RESPONSE: ("RESPONSE", ("bid", "index", "final", "response", "rid", "base", "total")),
     EXEC_DONE: ("EXEC_DONE", ("bid", "t_start", "t_end", "error")),

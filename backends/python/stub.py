@@ -164,9 +164,14 @@ class Stub:
         self._wait_for(self._has_work)
         msg = self.work.popleft()
         if msg[0] == AUTO_COMPLETE:
-            error, text = self._auto_complete(msg[2])
-            self._send(AUTO_COMPLETE_DONE, error, text)
-            return 0
+            error, text, primed = self._auto_complete(msg[2])
+            self._send(AUTO_COMPLETE_DONE, error, text, primed)
+            if not primed:
+                return 0
+            # Only model.py was imported (as any instance's stub would): stay, and become
+            # the first instance's stub if the parent sends INIT.
+            self._wait_for(self._has_work)
+            msg = self.work.popleft()
         if msg[0] != INIT:
             return 2
         error, info = self._initialize(msg[2])
@@ -351,23 +356,25 @@ class Stub:
                 f"Python model '{self.model_path}' does not define class 'TritonPythonModel'"
             ) from None
 
-    def _auto_complete(self, cfg: dict) -> tuple[str | None, str | None]:
+    def _auto_complete(self, cfg: dict) -> tuple[str | None, str | None, bool]:
+        """(error, completed config JSON, primed: no user code ran besides the import)."""
+        import json
+
         try:
             cls = self._load_model_class(cfg)
-            config = pb_utils.ModelConfig(cfg["config_json"])
-            if hasattr(cls, "auto_complete_config"):
-                config = cls.auto_complete_config(config)
+            if not hasattr(cls, "auto_complete_config"):
+                return None, cfg["config_json"], True
+            config = cls.auto_complete_config(pb_utils.ModelConfig(cfg["config_json"]))
             if not isinstance(config, pb_utils.ModelConfig):
                 return (
                     f"auto_complete_config function in model '{self.model_name}' must return "
                     "a valid pb.ModelConfig object.",
                     None,
+                    False,
                 )
-            import json
-
-            return None, json.dumps(config.as_dict())
+            return None, json.dumps(config.as_dict()), False
         except BaseException as exc:  # noqa: BLE001 (anything the model raises)
-            return _error_text(exc), None
+            return _error_text(exc), None, False
 
     def _initialize(self, cfg: dict) -> tuple[str | None, dict]:
         self.decoupled = bool(cfg["decoupled"])
@@ -657,13 +664,13 @@ class Stub:
             with self.cond:
                 self.async_pending -= 1
         if call.loop is not None and not call.decoupled:
-            call.loop.call_soon_threadsafe(_resolve, call.future, item)
+            _resolve_threadsafe(call.future, item)
             return
         with call.lock:
             call.items.append((item, final))
             waiter, call.waiter = call.waiter, None
         if waiter is not None:
-            waiter.get_loop().call_soon_threadsafe(_resolve, waiter, None)
+            _resolve_threadsafe(waiter, None)
 
     def wait_call(self, call: _Call) -> InferenceResponse:
         self._wait_for(lambda: call.items)
@@ -751,6 +758,13 @@ class Stub:
 def _resolve(fut: asyncio.Future, value: Any) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+def _resolve_threadsafe(fut: asyncio.Future, value: Any) -> None:
+    try:
+        fut.get_loop().call_soon_threadsafe(_resolve, fut, value)
+    except RuntimeError:
+        pass  # its loop is closed: nobody waits any more
 
 
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE

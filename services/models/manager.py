@@ -48,6 +48,13 @@ _BACKEND_BY_FILE = (
 )
 
 
+def _has_gpu() -> bool:
+    """KIND_AUTO means GPU where one is present (probed lazily, never at import)."""
+    from naiad.ext.cuda_path import has_gpu
+
+    return has_gpu()
+
+
 class ModelManager:
     def __init__(
         self,
@@ -170,13 +177,13 @@ class ModelManager:
         backend_name = self._backend_name(config, model_dir, available)
         if not config.backend and not config.platform:
             config.backend = backend_name
-        mcfg.normalize(config, name)
+        mcfg.normalize(config, name, has_gpu=_has_gpu())
         if self.auto_complete:
             backend = self._backend(backend_name)
             latest = available[-1] if available else 1
             config = await backend.auto_complete(model_dir, latest, config)
             config.name = name
-            mcfg.normalize(config, name)
+            mcfg.normalize(config, name, has_gpu=_has_gpu())
         self._check_config(config)
         return config, backend_name, available
 

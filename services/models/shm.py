@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from typing import Any
 
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.messages import CudaShmRegion, SystemShmRegion
@@ -37,7 +38,7 @@ class _Region:
 class SharedMemoryRegistry:
     def __init__(self) -> None:
         self._system: dict[str, _Region] = {}
-        self._cuda: dict[str, CudaShmRegion] = {}
+        self._cuda: dict[str, Any] = {}  # name -> naiad.ext.cuda_path.CudaShmRegion
 
     # ------------------------------------------------------------------ system --
 
@@ -84,23 +85,27 @@ class SharedMemoryRegistry:
     # ------------------------------------------------------------------ CUDA --
 
     def register_cuda(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
-        # CUDA IPC needs a GPU and cuda-python; the CUDA path registers here when present.
-        raise InferenceError.invalid(
-            f"failed to register CUDA shared memory region: '{name}', GPUs not supported")
+        if name in self._system or name in self._cuda:
+            raise InferenceError(f"shared memory region '{name}' already in manager", ErrorCode.ALREADY_EXISTS)
+        from naiad.ext.cuda_path import CudaShmRegion as CudaRegion  # cuda-python on first use only
+
+        # Opens the client's cudaIpcMemHandle_t; without CUDA it refuses with Triton's
+        # "failed to register CUDA shared memory region: '<name>', GPUs not supported".
+        self._cuda[name] = CudaRegion.open(name, raw_handle, device_id, byte_size)
 
     def unregister_cuda(self, name: str = "") -> None:
-        if name:
-            self._cuda.pop(name, None)
-        else:
-            self._cuda.clear()
+        for n in [name] if name else list(self._cuda):
+            region = self._cuda.pop(n, None)
+            if region is not None:
+                region.close()
 
     def cuda_status(self, name: str = "") -> list[CudaShmRegion]:
         if name:
             region = self._cuda.get(name)
             if region is None:
                 raise InferenceError.not_found(f"Unable to find cuda shared memory region: '{name}'")
-            return [region]
-        return list(self._cuda.values())
+            return [region.info]
+        return [r.info for r in self._cuda.values()]
 
     # ------------------------------------------------------------------ use in inference --
 
@@ -116,14 +121,34 @@ class SharedMemoryRegistry:
         return region.view[ref.offset: ref.offset + ref.byte_size]
 
     def resolve_input(self, tensor: Tensor) -> None:
-        """Give an shm-backed input its data: a view over the region (no copy)."""
-        tensor._raw = self._window(tensor.shm)  # type: ignore[arg-type]
+        """Give an shm-backed input its data: a view over a system region (no copy), or a
+        CUDA region's bytes copied into a pooled, pinned host buffer."""
+        ref = tensor.shm
+        cuda = self._cuda.get(ref.region)  # type: ignore[union-attr]
+        if cuda is not None:
+            tensor._raw = cuda.read(ref.offset, ref.byte_size)  # type: ignore[union-attr]
+            return
+        tensor._raw = self._window(ref)  # type: ignore[arg-type]
 
     def check_output(self, ref: SharedMemoryRef) -> None:
+        cuda = self._cuda.get(ref.region)
+        if cuda is not None:
+            cuda.device_pointer(ref.offset, ref.byte_size)  # Triton's "Invalid offset + byte size ..."
+            return
         self._window(ref)
 
     def write_output(self, tensor: Tensor, ref: SharedMemoryRef) -> Tensor:
         """Copy an output into its region; returns the tensor as it is reported back."""
+        cuda = self._cuda.get(ref.region)
+        if cuda is not None:
+            raw = memoryview(tensor.raw).cast("B")
+            if raw.nbytes > ref.byte_size:
+                raise InferenceError.internal(
+                    f"shared memory size specified with the request for output '{tensor.name}' "
+                    f"({ref.byte_size} bytes) should be at least {raw.nbytes} bytes to hold the results")
+            cuda.write(ref.offset, raw)  # H2D from a pinned staging buffer on the region's stream
+            return Tensor(tensor.name, tensor.datatype, tensor.shape,
+                          shm=SharedMemoryRef(ref.region, raw.nbytes, ref.offset))
         window = self._window(ref)
         raw = memoryview(tensor.raw).cast("B")
         if raw.nbytes > window.nbytes:

@@ -387,3 +387,35 @@ class TritonPythonModel:
             await h.close()
 
     run(scenario())
+
+
+def test_auto_complete_stub_is_reused_only_without_auto_complete_config(tmp_path: Path) -> None:
+    from naiad.kernel.inference.backend import InstanceSpec, ModelSpec
+
+    from pybackend_harness import write_model
+
+    with_ac = IDENTITY.replace(
+        "class TritonPythonModel:\n",
+        "class TritonPythonModel:\n    @staticmethod\n    def auto_complete_config(c):\n        return c\n\n",
+    )
+
+    async def scenario() -> None:
+        h = Harness(tmp_path)
+        try:
+            for name, source, reused in (("plain", IDENTITY, True), ("withac", with_ac, False)):
+                spec = write_model(tmp_path, name, source, ANY_CONFIG)
+                config = await h.backend.auto_complete(spec.model_dir, 1, spec.config)
+                primed = h.backend.primed.get(str(spec.model_dir / "1" / "model.py"))
+                assert (primed is not None) == reused
+                inst = await h.backend.create_instance(
+                    ModelSpec(name, 1, spec.repository, spec.model_dir, config), InstanceSpec(f"{name}_0", "CPU"))
+                if reused:
+                    assert inst.pid == primed.pid
+                h.instances[name] = inst
+                r = await h.infer(request(name, {"IN": np.ones(3, np.float32)}))
+                np.testing.assert_array_equal(r.output("IN_OUT").array, np.ones(3, np.float32))
+            assert not h.backend.primed
+        finally:
+            await h.close()
+
+    run(scenario())

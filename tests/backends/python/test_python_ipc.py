@@ -22,7 +22,7 @@ SAMPLES = {
     ipc.ACK: (),
     ipc.FINALIZE: (),
     ipc.INIT_DONE: (None, {"is_async": False}),
-    ipc.AUTO_COMPLETE_DONE: ("boom", None),
+    ipc.AUTO_COMPLETE_DONE: ("boom", None, False),
     ipc.RESPONSES: (7, 10, 20, None, (RDESC, None), 0, 64, 4096),
     ipc.RESPONSE: (7, 1, False, RDESC, 0, 0, 4096),
     ipc.EXEC_DONE: (7, 10, 20, "error text"),
