@@ -108,7 +108,8 @@ class Tensor:
                     arr = arr.astype(arr.dtype.newbyteorder("<"))
                 if not arr.flags.c_contiguous:
                     arr = np.ascontiguousarray(arr)
-                self._raw = memoryview(arr).cast("B")
+                # memoryview cannot cast a view with a zero in its shape.
+                self._raw = memoryview(arr).cast("B") if arr.size else b""
         return self._raw
 
     @property
