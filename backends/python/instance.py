@@ -81,6 +81,12 @@ class Settings:
     restart_backoff_max: float = 30.0
 
 
+def _reschedule_refused() -> InferenceError:
+    return InferenceError.invalid(
+        "Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE, but the model is not configured with "
+        "sequence_batching { iterative_sequence: true }, the only scheduler that reschedules requests")
+
+
 class _Batch:
     __slots__ = ("requests", "sinks", "future", "sent_ns", "done", "open", "exec_done", "times")
 
@@ -394,16 +400,8 @@ class Session:
             respond = self._response
             for req, sink, rd in zip(batch.requests, batch.sinks, rds):
                 if rd is None:
-                    sink.send(
-                        InferenceResponse(
-                            name,
-                            version,
-                            id=req.id,
-                            error=InferenceError.unsupported(
-                                "request rescheduling (TRITONSERVER_REQUEST_RELEASE_RESCHEDULE) is not supported"
-                            ),
-                        )
-                    )
+                    if not sink.reschedule():
+                        sink.send(InferenceResponse(name, version, id=req.id, error=_reschedule_refused()))
                 else:
                     sink.send(respond(req, rd, blob, True))
         if not batch.future.done():  # (the caller may have stopped waiting)
@@ -428,7 +426,7 @@ class Session:
                 del self.batches[bid]
 
     def _on_exec_done(self, msg: tuple) -> None:
-        _, _, bid, t0, t1, error = msg
+        _, _, bid, t0, t1, error, rescheduled = msg
         batch = self.batches.get(bid)
         if batch is None:
             return
@@ -436,6 +434,14 @@ class Session:
         if error is not None:
             err = InferenceError(FAILED.format(model=self.model_name, message=error), ErrorCode.INTERNAL)
             self._fail_open(batch, err)
+        for i in rescheduled:  # released with RESCHEDULE: this batch is done with them
+            if batch.done[i]:
+                continue
+            batch.done[i] = True
+            batch.open -= 1
+            if not batch.sinks[i].reschedule():
+                batch.sinks[i].send(InferenceResponse(self.model_name, self.model_version, id=batch.requests[i].id,
+                                                      error=_reschedule_refused()))
         if batch.open == 0:
             del self.batches[bid]
         if not batch.future.done():

@@ -38,7 +38,7 @@ stub -> parent
   RESPONSES     (bid, t_start, t_end, error: str | None, responses, rid, base, total)
                 responses = (rdesc | None per request)   [None: released for rescheduling]
   RESPONSE      (bid, index, final, rdesc | None, rid, base, total)
-  EXEC_DONE     (bid, t_start, t_end, error: str | None)
+  EXEC_DONE     (bid, t_start, t_end, error: str | None, rescheduled: (index, ...))
   BLS           (call_id, decoupled, model_name, model_version, request, rid, base, total)
   CALL          (call_id, op: str, args: tuple)
   LOG           (level: int, message, filename, lineno)
@@ -95,7 +95,7 @@ COMMANDS: dict[int, tuple[str, tuple[str, ...]]] = {
     AUTO_COMPLETE_DONE: ("AUTO_COMPLETE_DONE", ("error", "config_json", "primed")),
     RESPONSES: ("RESPONSES", ("bid", "t_start", "t_end", "error", "responses", "rid", "base", "total")),
     RESPONSE: ("RESPONSE", ("bid", "index", "final", "response", "rid", "base", "total")),
-    EXEC_DONE: ("EXEC_DONE", ("bid", "t_start", "t_end", "error")),
+    EXEC_DONE: ("EXEC_DONE", ("bid", "t_start", "t_end", "error", "rescheduled")),
     BLS: ("BLS", ("call_id", "decoupled", "model_name", "model_version", "request", "rid", "base", "total")),
     CALL: ("CALL", ("call_id", "op", "args")),
     LOG: ("LOG", ("level", "message", "filename", "lineno")),

@@ -523,10 +523,14 @@ class Stub:
                 )
             if error is not None:
                 self._forget(reqs, close=True)
+                rescheduled = ()
+            else:
+                rescheduled = tuple(i for i, r in enumerate(reqs)
+                                    if r._release_flags == pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE)
             del reqs, result
             with self.lock:
                 self._pin(batch)
-                self.ep.send(EXEC_DONE, bid, t0, t1, error)
+                self.ep.send(EXEC_DONE, bid, t0, t1, error, rescheduled)
             return
 
         rdescs = None

@@ -169,7 +169,7 @@ class GrpcService(Service):
 
     async def start(self) -> None:
         cfg = self.config
-        servicer = self.servicer = Servicer(self.bus, self.context.lifecycle, cfg)
+        servicer = self.servicer = Servicer(self.bus, self.context.lifecycle, cfg, self.context.traces)
         credentials = self.credentials()
         server = aio.server(options=self.options())
         for service_name, handlers in ((SERVICE_NAME, self._handlers(servicer)),

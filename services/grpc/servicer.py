@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
@@ -122,8 +123,9 @@ def _header(call: Call, key: str) -> Any:
 
 
 class Servicer:
-    def __init__(self, bus: Bus, lifecycle: Lifecycle, config: GrpcConfig) -> None:
+    def __init__(self, bus: Bus, lifecycle: Lifecycle, config: GrpcConfig, traces: Any = None) -> None:
         self.bus = bus
+        self.traces = traces  # the kernel's TraceHub
         self.lifecycle = lifecycle
         self.config = config
         self.restrictions = config.restrictions()
@@ -282,8 +284,17 @@ class Servicer:
         if self._infer_restriction is not None:
             self.check_restricted("inference", call)
         lifecycle.enter()
+        tracer = self.traces.tracer if self.traces is not None else None
+        trace = None
+        read_ns = time.monotonic_ns() if tracer is not None else 0
         try:
             request, _ = convert.infer_request(msg, self.forwarded(call) if self._forward else ())
+            if tracer is not None:
+                trace = tracer.sample(request.model_name, request.id, dict(call.metadata()))
+                if trace is not None:
+                    trace.stamp("GRPC_WAITREAD_START", read_ns)
+                    trace.stamp("GRPC_WAITREAD_END", read_ns)
+                    request.trace = trace
             try:
                 response: InferenceResponse = await self.bus.request(request)
             except asyncio.CancelledError:  # the client cancelled or went away
@@ -291,8 +302,13 @@ class Servicer:
                 raise
             if response.error is not None:
                 raise response.error
+            if trace is not None:
+                trace.stamp("GRPC_SEND_START")
             return convert.infer_reply(response)
         finally:
+            if trace is not None:
+                trace.stamp("GRPC_SEND_END")
+                trace.finish()
             lifecycle.leave()
 
     async def ModelStreamInfer(self, call: StreamCall) -> None:

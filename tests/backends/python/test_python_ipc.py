@@ -25,7 +25,7 @@ SAMPLES = {
     ipc.AUTO_COMPLETE_DONE: ("boom", None, False),
     ipc.RESPONSES: (7, 10, 20, None, (RDESC, None), 0, 64, 4096),
     ipc.RESPONSE: (7, 1, False, RDESC, 0, 0, 4096),
-    ipc.EXEC_DONE: (7, 10, 20, "error text"),
+    ipc.EXEC_DONE: (7, 10, 20, "error text", (1, 3)),
     ipc.BLS: (3, True, "other", -1, ("", "corr", 0, 0, {}, ("OUT",), (TDESC,)), 0, 0, 4096),
     ipc.CALL: (4, "is_model_ready", ("m", "")),
     ipc.LOG: (ipc.LOG_INFO, "hello", "/m/1/model.py", 12),

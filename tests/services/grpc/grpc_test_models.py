@@ -7,6 +7,7 @@ import importlib.util
 import sys
 import textwrap
 import types
+import warnings
 from pathlib import Path
 
 NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -215,7 +216,9 @@ def shared_memory_module() -> types.ModuleType:
     """`tritonclient.utils.shared_memory`, which imports pkg_resources only to find its
     libcshm.so; setuptools >= 81 no longer ships pkg_resources, so stand in for it."""
     try:
-        import tritonclient.utils.shared_memory as shm
+        with warnings.catch_warnings():  # older setuptools: "pkg_resources is deprecated"
+            warnings.simplefilter("ignore", UserWarning)
+            import tritonclient.utils.shared_memory as shm
     except ModuleNotFoundError as exc:
         if exc.name != "pkg_resources":
             raise

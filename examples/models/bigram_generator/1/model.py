@@ -1,9 +1,10 @@
 """A character-level bigram generator that streams its text one character at a time.
 
 The bigram table is random but fixed: `np.random.default_rng(SEED)` draws a score for
-every (previous, next) character pair, sharpened so that text looks vaguely word-like.
-Generation samples from the row of the previous character with a generator seeded by the
-prompt, so the same prompt always gives the same text.
+every (previous, next) character pair (softmax of scaled normals, so a few successors
+dominate each row). Generation samples from the row of the previous character with a
+generator seeded by the prompt, so the same prompt always gives the same text. It is a
+stand-in for a real language model: the point is the serving pattern, not the prose.
 
 Inputs: PROMPT (one string; its last character seeds generation), MAX_TOKENS (how many
 characters). Output: TOKEN, one character per response, then a final flag.
