@@ -96,3 +96,15 @@ def _fill_one(entry: Any, sig: TensorSig, skip_first: bool, model: str, new: boo
         else:
             entry.dims.append(1)
             entry.reshape.SetInParent()
+
+
+def completed_copy(config: Any, platform: str, default_model_filename: str) -> Any:
+    """A copy of `config` to complete, with the backend's platform and model file name
+    filled where the config leaves them out (every framework backend starts so)."""
+    completed = type(config)()
+    completed.CopyFrom(config)
+    if not completed.platform:
+        completed.platform = platform
+    if not completed.default_model_filename:
+        completed.default_model_filename = default_model_filename
+    return completed

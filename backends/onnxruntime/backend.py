@@ -23,6 +23,7 @@ from naiad.kernel.inference.backend import Backend, BackendContext, InstanceSpec
 
 from .instance import OrtInstance
 from .signature import model_path, read
+from naiad.backends.common.autocomplete import completed_copy
 
 
 class OnnxRuntimeBackend(Backend):
@@ -41,12 +42,7 @@ class OnnxRuntimeBackend(Backend):
     async def auto_complete(self, model_dir: Path, version: int, config: Any) -> Any:
         if not auto_complete_enabled(self.settings):
             return config
-        completed = type(config)()
-        completed.CopyFrom(config)
-        if not completed.platform:
-            completed.platform = self.platforms[0]
-        if not completed.default_model_filename:
-            completed.default_model_filename = self.default_model_filename
+        completed = completed_copy(config, self.platforms[0], self.default_model_filename)
         input_count = len(config.input) + len(config.batch_input)
         if input_count and len(config.output):
             return completed  # Triton skips auto-complete when both are given

@@ -70,6 +70,7 @@ from .pb_utils import (
     _RequestState,
 )
 from .shm import align
+from naiad.kernel.inference.datatypes import WIRE_TO_NUMPY
 
 if TYPE_CHECKING:
     import asyncio
@@ -77,21 +78,8 @@ if TYPE_CHECKING:
 # asyncio, inspect, traceback and argparse are imported where needed: a stub's start-up
 # time is most of a small model's load time.
 
-_NUMPY = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "BF16": np.dtype("<u2"),
-}
+# Wire name -> numpy dtype for fixed-size types (BYTES is handled apart).
+_NUMPY = {name: dtype for name, dtype in WIRE_TO_NUMPY.items() if name != "BYTES"}
 _EMPTY_BLOCK = (-1, 0, 0)
 _DONTWAIT = int(socket.MSG_DONTWAIT)
 # sys.getrefcount of a pinned base held only by our (base, rid) tuple: the tuple's

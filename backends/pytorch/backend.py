@@ -23,6 +23,7 @@ from naiad.backends.common.params import auto_complete_enabled, backend_params, 
 
 from .instance import Caller, TorchInstance
 from .signature import check_arguments, complete_inputs, complete_outputs, import_torch, read_forward
+from naiad.backends.common.autocomplete import completed_copy
 
 
 class PyTorchBackend(Backend):
@@ -47,12 +48,7 @@ class PyTorchBackend(Backend):
     async def auto_complete(self, model_dir: Path, version: int, config: Any) -> Any:
         if not auto_complete_enabled(self.settings):
             return config
-        completed = type(config)()
-        completed.CopyFrom(config)
-        if not completed.platform:
-            completed.platform = self.platforms[0]
-        if not completed.default_model_filename:
-            completed.default_model_filename = self.default_model_filename
+        completed = completed_copy(config, self.platforms[0], self.default_model_filename)
         if len(completed.input) and len(completed.output):
             return completed
         path = self._path(model_dir, version, config)

@@ -23,6 +23,7 @@ from naiad.kernel.inference.errors import InferenceError
 
 from . import engine as eng
 from .instance import TrtInstance
+from naiad.backends.common.autocomplete import completed_copy
 
 log = logging.getLogger("naiad.backends")
 
@@ -56,12 +57,7 @@ class TensorRTBackend(Backend):
     async def auto_complete(self, model_dir: Path, version: int, config: Any) -> Any:
         if not auto_complete_enabled(self.settings):
             return config
-        completed = type(config)()
-        completed.CopyFrom(config)
-        if not completed.platform:
-            completed.platform = self.platforms[0]
-        if not completed.default_model_filename:
-            completed.default_model_filename = self.default_model_filename
+        completed = completed_copy(config, self.platforms[0], self.default_model_filename)
         path = self._path(model_dir, version, config)
         tensors = await asyncio.to_thread(self._read, path)
         eng.auto_complete(completed, tensors)
