@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PIP    := $(VENV)/bin/pip
 PY     := $(VENV)/bin/python
-# System libraries: jemalloc (allocator = "jemalloc") and libb64 (perf_analyzer).
-APT_PACKAGES := libjemalloc2 libb64-0d
+# System libraries: jemalloc (allocator = "jemalloc"), libb64 (perf_analyzer), and the
+# native front ends' (pkg-config, grpc++, protobuf, libevent; optional: naiad builds without them).
+APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc libevent-dev
 
 .PHONY: serve test install install-test system-deps debug clean
 

@@ -138,6 +138,8 @@ def _extensions() -> list[Extension]:
         quiet=True,
     )
     for cpp in sorted((ROOT / "ext").glob("*.cpp")):
+        if cpp.stem in OPTIONAL_NATIVE:
+            continue  # built by _optional_extensions(), below
         exts.append(
             Extension(
                 f"naiad.ext.{cpp.stem}",
@@ -147,7 +149,68 @@ def _extensions() -> list[Extension]:
                 extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"],
             )
         )
-    return exts
+    return exts + _optional_extensions(copt)
+
+
+# ------------------------------------------------------- optional native front ends --
+# The data-plane front ends in ext/ (`_native_grpc`, `_native_http`) need system
+# libraries (Debian: libgrpc++-dev; the HTTP one needs only the C++ standard library).
+# Each is built only where its pkg-config packages are found, and as an `optional`
+# extension: a failing compile prints a warning and the install goes on. naiad then
+# serves that protocol on aiohttp / grpcio and says so in one line at start.
+
+OPTIONAL_NATIVE: dict[str, tuple[str, ...]] = {
+    "_native_grpc": ("grpc++",),
+    "_native_http": (),
+}
+
+
+def _pkg_config(packages: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
+    """(cflags, libs) of `packages`, or None when pkg-config or a package is missing."""
+    if not packages:
+        return [], []
+    import shutil
+    import subprocess
+
+    if shutil.which("pkg-config") is None:
+        return None
+    try:
+        cflags = subprocess.run(["pkg-config", "--cflags", *packages], check=True, capture_output=True, text=True)
+        libs = subprocess.run(["pkg-config", "--libs", *packages], check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError:
+        return None
+    return cflags.stdout.split(), libs.stdout.split()
+
+
+def _optional_extensions(copt: list[str]) -> list[Extension]:
+    import pybind11
+
+    if os.environ.get("NAIAD_NO_NATIVE_FRONTENDS") == "1":
+        print("naiad build: NAIAD_NO_NATIVE_FRONTENDS=1: native front ends not built", file=sys.stderr)
+        return []
+    out = []
+    for stem, packages in OPTIONAL_NATIVE.items():
+        source = ROOT / "ext" / f"{stem}.cpp"
+        if not source.exists():
+            continue
+        flags = _pkg_config(packages)
+        if flags is None:
+            print(f"naiad build: note: {stem} not built ({' '.join(packages)} not found by pkg-config); "
+                  "naiad will serve that protocol on its Python transport", file=sys.stderr)
+            continue
+        cflags, libs = flags
+        out.append(
+            Extension(
+                f"naiad.ext.{stem}",
+                [str(source.relative_to(ROOT))],
+                include_dirs=[pybind11.get_include(), str(ROOT / "ext")],
+                language="c++",
+                extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"] + cflags,
+                extra_link_args=libs + ["-pthread"],
+                optional=True,
+            )
+        )
+    return out
 
 
 class BuildPy(build_py):

@@ -64,6 +64,9 @@ class GrpcConfig:
     ordered_streams: bool = setting(
         False, "ModelStreamInfer writes every response in request order, decoupled models too "
         "(per stream: metadata naiad-ordered-stream: true)", "")
+    transport: Literal["native", "grpcio"] = setting(
+        "native", "what serves gRPC: naiad's native front end (grpc++; falls back to grpcio with a "
+        "log line where it was not built) or grpcio's asyncio server", "")
     stop_grace_secs: float = setting(
         1.0, "at stop, how long calls still open (idle streams) may take before they are cancelled", "",
         minimum=0)

@@ -93,6 +93,7 @@ class GrpcService(Service):
         self.config: GrpcConfig
         self.servicer: Servicer | None = None
         self._server: aio.Server | None = None
+        self._native: Any = None  # native.NativeGrpcServer when transport = "native"
         self.port = 0
 
     def options(self) -> list[tuple[str, Any]]:
@@ -170,6 +171,14 @@ class GrpcService(Service):
     async def start(self) -> None:
         cfg = self.config
         servicer = self.servicer = Servicer(self.bus, self.context.lifecycle, cfg, self.context.traces)
+        if cfg.transport == "native":
+            from . import native
+
+            reason = native.unsupported_reason(cfg)
+            if not reason:
+                await self._start_native(native, servicer)
+                return
+            self.log.warning("gRPC: %s; serving on grpcio", reason)
         credentials = self.credentials()
         server = aio.server(options=self.options())
         for service_name, handlers in ((SERVICE_NAME, self._handlers(servicer)),
@@ -191,6 +200,16 @@ class GrpcService(Service):
         self._server = server
         self.log.info("gRPC service listening on %s:%d%s", host, self.port, " (TLS)" if credentials else "")
 
+    async def _start_native(self, native: Any, servicer: Servicer) -> None:
+        cfg = self.config
+        tls = cfg.use_ssl or cfg.use_ssl_mutual
+        key = _read_pem(cfg.server_key, "server_key") if tls else b""
+        cert = _read_pem(cfg.server_cert, "server_cert") if tls else b""
+        root = _read_pem(cfg.root_cert, "root_cert") if tls and cfg.root_cert else None
+        self._native = native.NativeGrpcServer(cfg, servicer, self.log, self.context.traces)
+        self.port = await self._native.start(key, cert, root)
+        self.log.info("gRPC service listening on %s:%d (native)%s", cfg.host, self.port, " (TLS)" if tls else "")
+
     async def drain(self) -> None:
         if self.servicer is not None:
             self.servicer.drain()
@@ -201,3 +220,6 @@ class GrpcService(Service):
             self.servicer.drain()
         if server is not None:
             await server.stop(self.config.stop_grace_secs)
+        native, self._native = self._native, None
+        if native is not None:
+            await native.stop(self.config.stop_grace_secs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from naiad.kernel.schema import ConfigError, setting
 
@@ -51,6 +52,9 @@ class HttpConfig:
     offload_bytes: int = setting(
         1 << 20, "JSON bodies and compressed bodies larger than this are decoded and encoded off the "
         "event loop (bytes)", "", minimum=0)
+    transport: Literal["native", "aiohttp"] = setting(
+        "native", "what serves HTTP: naiad's native front end (falls back to aiohttp with a log line "
+        "where it was not built) or aiohttp", "")
 
     def validate(self) -> None:
         parse_restricted_api(self.restricted_api)

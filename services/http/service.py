@@ -27,11 +27,23 @@ class HttpService(Service):
         self.config: HttpConfig
         self.router: Router | None = None
         self._runner: web.ServerRunner | None = None
+        self._native: Any = None  # native.NativeHttpServer when transport = "native"
         self.port = 0
 
     async def start(self) -> None:
         cfg = self.config
         self.router = build_router(self.bus, cfg, self.context.traces)
+        if cfg.transport == "native":
+            from . import native
+
+            reason = native.unsupported_reason(cfg)
+            if not reason:
+                self._native = native.NativeHttpServer(cfg, self.router, self.context.lifecycle, self.log,
+                                                       self.context.traces)
+                self.port = await self._native.start()
+                self.log.info("HTTP service listening on %s:%d (native)", cfg.host, self.port)
+                return
+            self.log.warning("HTTP: %s; serving on aiohttp", reason)
         max_body = cfg.max_body_bytes
 
         def request_factory(message, payload, protocol, writer, task, _cls=web.BaseRequest):  # type: ignore[no-untyped-def]
@@ -54,6 +66,9 @@ class HttpService(Service):
         self.log.info("HTTP service listening on %s:%d", cfg.host, self.port)
 
     async def stop(self) -> None:
+        native, self._native = self._native, None
+        if native is not None:
+            await native.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

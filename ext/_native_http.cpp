@@ -1,0 +1,600 @@
+// naiad.ext._native_http: the HTTP/1.1 data plane on its own epoll loop.
+//
+// One native thread accepts connections, reads and frames requests (request line,
+// headers, Content-Length or chunked bodies, Expect: 100-continue, keep-alive), and
+// writes replies. Each complete request reaches Python through one hand-off queue
+// (`frontend/handoff.h`: an eventfd the event loop watches, written once per burst) as
+// method, path, headers and the body as a buffer over the bytes received. Python's
+// router answers every route; its reply goes back through a second queue whose eventfd
+// the native thread polls, and the native thread writes it.
+//
+// A connection carries one request at a time: bytes of a pipelined next request wait in
+// its buffer until the reply to the current one is queued.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "frontend/handoff.h"
+
+namespace py = pybind11;
+using naiad_frontend::Handoff;
+
+namespace {
+
+constexpr size_t kMaxHeaderBytes = 64 << 10;
+constexpr size_t kReadChunk = 64 << 10;
+
+struct Request {
+  uint64_t conn = 0;
+  std::string method, target;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string buf;  // the bytes received; the body is [body_off, body_off + body_len)
+  size_t body_off = 0, body_len = 0;
+  bool keep_alive = true;
+};
+
+enum OutKind : int { OUT_FULL, OUT_HEAD, OUT_CHUNK, OUT_END };
+
+struct Out {
+  uint64_t conn;
+  OutKind kind;
+  std::string data;
+  bool close;
+};
+
+struct Conn {
+  int fd;
+  uint64_t id;
+  std::string in;
+  std::string out;
+  size_t out_off = 0;
+  bool busy = false;            // a request is with Python
+  bool close_after = false;     // close once `out` is written
+  bool continue_sent = false;   // 100 Continue sent for the request being read
+  bool want_write = false;      // EPOLLOUT registered
+  std::chrono::steady_clock::time_point last;
+};
+
+const char* reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Request Entity Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+  }
+}
+
+bool iequals(const std::string& a, const char* b) {
+  size_t n = std::strlen(b);
+  if (a.size() != n) return false;
+  for (size_t i = 0; i < n; ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != b[i]) return false;
+  return true;
+}
+
+bool icontains(const std::string& a, const char* token) {
+  std::string low(a);
+  for (auto& c : low) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return low.find(token) != std::string::npos;
+}
+
+std::string simple_reply(int status, const std::string& message) {
+  std::string body = "{\"error\":\"" + message + "\"}";
+  std::string s = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) +
+                  "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                  "\r\nConnection: close\r\n\r\n";
+  return s + body;
+}
+
+class Server {
+ public:
+  Server(const std::string& host, int port, bool reuse_port, size_t max_body, double keepalive_secs)
+      : max_body_(max_body), keepalive_(keepalive_secs) {
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    std::string service = std::to_string(port);
+    int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
+    if (rc != 0) throw std::runtime_error("HTTP service cannot resolve " + host + ": " + gai_strerror(rc));
+    int err = 0;
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+      if (fd < 0) { err = errno; continue; }
+      int one = 1;
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+      if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 1024) == 0) {
+        listen_fd_ = fd;
+        break;
+      }
+      err = errno;
+      ::close(fd);
+    }
+    freeaddrinfo(res);
+    if (listen_fd_ < 0)
+      throw std::runtime_error("HTTP service cannot listen on " + host + ":" + service + ": " + std::strerror(err));
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+    port_ = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                           : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+    add(listen_fd_, EPOLLIN, kListenTag);
+    add(outbox_.fd(), EPOLLIN, kOutboxTag);
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~Server() {
+    stop(0.0);
+    if (ep_ >= 0) ::close(ep_);
+  }
+
+  int port() const { return port_; }
+  int fd() const { return inbox_.fd(); }
+  std::vector<std::shared_ptr<Request>> take() { return inbox_.take(); }
+
+  // Replies are queued quietly; Python calls flush() once per event-loop iteration.
+  void post(Out o) {
+    if (stopped_.load()) return;
+    outbox_.push_quiet(std::move(o));
+  }
+  void flush_replies() { outbox_.flush(); }
+
+  void stop(double grace_secs) {
+    if (stopping_.exchange(true)) {
+      if (thread_.joinable()) thread_.join();
+      return;
+    }
+    grace_ = grace_secs;
+    outbox_.signal();
+    if (thread_.joinable()) thread_.join();
+    stopped_ = true;
+  }
+
+  size_t connections() const { return nconns_.load(); }
+
+ private:
+  static constexpr uint64_t kListenTag = ~uint64_t(0);
+  static constexpr uint64_t kOutboxTag = ~uint64_t(0) - 1;
+
+  void add(int fd, uint32_t events, uint64_t tag) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = tag;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  void mod(Conn& c, bool want_write) {
+    if (c.want_write == want_write) return;
+    c.want_write = want_write;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | (want_write ? EPOLLOUT : 0);
+    ev.data.u64 = c.id;
+    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+  }
+
+  void run() {
+    std::vector<epoll_event> events(256);
+    auto last_sweep = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point deadline{};
+    bool draining = false;
+    for (;;) {
+      if (stopping_.load() && !draining) {
+        draining = true;
+        deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(grace_ * 1000));
+        epoll_ctl(ep_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+        ::close(listen_fd_);
+        listen_fd_ = -1;
+      }
+      if (draining) {
+        // Idle connections close now; busy ones once their reply is written.
+        std::vector<uint64_t> idle;
+        for (auto& kv : conns_)
+          if (!kv.second->busy && kv.second->out.size() == kv.second->out_off) idle.push_back(kv.first);
+        for (auto id : idle) close_conn(id);
+        if (conns_.empty() || std::chrono::steady_clock::now() >= deadline) break;
+      }
+      int n = epoll_wait(ep_, events.data(), int(events.size()), draining ? 20 : 1000);
+      for (int i = 0; i < n; ++i) {
+        uint64_t tag = events[i].data.u64;
+        if (tag == kListenTag) {
+          accept_all();
+        } else if (tag == kOutboxTag) {
+          for (auto& o : outbox_.take()) deliver(o);
+        } else {
+          auto it = conns_.find(tag);
+          if (it == conns_.end()) continue;
+          uint32_t e = events[i].events;
+          if (e & EPOLLOUT) {
+            if (!flush(*it->second)) continue;
+          }
+          if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(tag);
+        }
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (keepalive_ > 0 && now - last_sweep > std::chrono::seconds(1)) {
+        last_sweep = now;
+        std::vector<uint64_t> idle;
+        for (auto& kv : conns_) {
+          Conn& c = *kv.second;
+          if (!c.busy && c.out.size() == c.out_off &&
+              std::chrono::duration<double>(now - c.last).count() > keepalive_)
+            idle.push_back(kv.first);
+        }
+        for (auto id : idle) close_conn(id);
+      }
+    }
+    for (auto& o : outbox_.take()) deliver(o);
+    std::vector<uint64_t> all;
+    for (auto& kv : conns_) all.push_back(kv.first);
+    for (auto id : all) close_conn(id);
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+
+  void accept_all() {
+    for (;;) {
+      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto c = std::make_unique<Conn>();
+      c->fd = fd;
+      c->id = ++next_id_;
+      c->last = std::chrono::steady_clock::now();
+      add(fd, EPOLLIN | EPOLLRDHUP, c->id);
+      conns_.emplace(c->id, std::move(c));
+      nconns_ = conns_.size();
+    }
+  }
+
+  void close_conn(uint64_t id) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    epoll_ctl(ep_, EPOLL_CTL_DEL, it->second->fd, nullptr);
+    ::close(it->second->fd);
+    conns_.erase(it);
+    nconns_ = conns_.size();
+  }
+
+  // Write what is pending; false when the connection was closed.
+  bool flush(Conn& c) {
+    while (c.out_off < c.out.size()) {
+      ssize_t w = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          mod(c, true);
+          return true;
+        }
+        if (errno == EINTR) continue;
+        close_conn(c.id);
+        return false;
+      }
+      c.out_off += size_t(w);
+    }
+    c.out.clear();
+    c.out_off = 0;
+    mod(c, false);
+    if (c.close_after && !c.busy) {
+      close_conn(c.id);
+      return false;
+    }
+    return true;
+  }
+
+  void send_now(Conn& c, std::string data) {
+    if (c.out.empty()) c.out = std::move(data);
+    else c.out += data;
+  }
+
+  void deliver(Out& o) {
+    auto it = conns_.find(o.conn);
+    if (it == conns_.end()) return;  // the client went away
+    Conn& c = *it->second;
+    send_now(c, std::move(o.data));
+    if (o.kind == OUT_FULL || o.kind == OUT_END) {
+      c.busy = false;
+      c.last = std::chrono::steady_clock::now();
+      if (o.close) c.close_after = true;
+    }
+    uint64_t id = c.id;
+    if (!flush(c)) return;
+    if (conns_.count(id) && !c.busy && !c.close_after && !c.in.empty()) parse(c);
+  }
+
+  void on_readable(uint64_t id) {
+    Conn& c = *conns_[id];
+    for (;;) {
+      size_t old = c.in.size();
+      c.in.resize(old + kReadChunk);
+      ssize_t r = ::recv(c.fd, &c.in[old], kReadChunk, 0);
+      if (r <= 0) {
+        c.in.resize(old);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (r < 0 && errno == EINTR) continue;
+        close_conn(id);  // EOF or error: a request with Python is answered into the void
+        return;
+      }
+      c.in.resize(old + size_t(r));
+      if (size_t(r) < kReadChunk) break;
+    }
+    c.last = std::chrono::steady_clock::now();
+    if (!c.busy && !c.close_after) parse(c);
+  }
+
+  void fail(Conn& c, int status, const std::string& message) {
+    c.in.clear();
+    c.busy = false;
+    c.close_after = true;
+    send_now(c, simple_reply(status, message));
+    flush(c);
+  }
+
+  // Frame one request from c.in, if complete, and hand it to Python.
+  void parse(Conn& c) {
+    const std::string& in = c.in;
+    size_t head_end = in.find("\r\n\r\n");
+    if (head_end == std::string::npos) {
+      if (in.size() > kMaxHeaderBytes) fail(c, 431, "request headers too large");
+      return;
+    }
+    auto req = std::make_shared<Request>();
+    req->conn = c.id;
+    size_t line_end = in.find("\r\n");
+    size_t sp1 = in.find(' ');
+    size_t sp2 = sp1 == std::string::npos ? sp1 : in.find(' ', sp1 + 1);
+    if (sp1 == std::string::npos || sp2 == std::string::npos || sp2 > line_end) {
+      fail(c, 400, "malformed request line");
+      return;
+    }
+    req->method.assign(in, 0, sp1);
+    req->target.assign(in, sp1 + 1, sp2 - sp1 - 1);
+    std::string version(in, sp2 + 1, line_end - sp2 - 1);
+    bool http10 = version == "HTTP/1.0";
+    req->keep_alive = !http10;
+    long long content_length = -1;
+    bool chunked = false, expect_continue = false;
+    size_t pos = line_end + 2;
+    while (pos < head_end) {
+      size_t eol = in.find("\r\n", pos);
+      size_t colon = in.find(':', pos);
+      if (colon == std::string::npos || colon > eol) {
+        fail(c, 400, "malformed header");
+        return;
+      }
+      std::string name(in, pos, colon - pos);
+      size_t vs = colon + 1, ve = eol;
+      while (vs < ve && (in[vs] == ' ' || in[vs] == '\t')) ++vs;
+      while (ve > vs && (in[ve - 1] == ' ' || in[ve - 1] == '\t')) --ve;
+      std::string value(in, vs, ve - vs);
+      if (iequals(name, "content-length")) {
+        char* endp = nullptr;
+        content_length = std::strtoll(value.c_str(), &endp, 10);
+        if (value.empty() || *endp || content_length < 0) {
+          fail(c, 400, "invalid Content-Length");
+          return;
+        }
+      } else if (iequals(name, "transfer-encoding")) {
+        chunked = icontains(value, "chunked");
+      } else if (iequals(name, "connection")) {
+        if (icontains(value, "close")) req->keep_alive = false;
+        else if (icontains(value, "keep-alive")) req->keep_alive = true;
+      } else if (iequals(name, "expect")) {
+        expect_continue = icontains(value, "100-continue");
+      }
+      req->headers.emplace_back(std::move(name), std::move(value));
+      pos = eol + 2;
+    }
+    size_t body_start = head_end + 4;
+    size_t consumed;
+    if (chunked) {
+      std::string body;
+      size_t p = body_start;
+      for (;;) {
+        size_t eol = in.find("\r\n", p);
+        if (eol == std::string::npos) return wait_body(c, expect_continue);
+        size_t size = std::strtoull(in.c_str() + p, nullptr, 16);
+        if (size == 0) {  // last chunk; skip trailers up to the blank line
+          size_t end = in.find("\r\n\r\n", eol);
+          if (eol + 2 <= in.size() && in.compare(eol, 4, "\r\n\r\n") == 0) end = eol;
+          if (end == std::string::npos) return wait_body(c, expect_continue);
+          consumed = end + 4;
+          break;
+        }
+        if (body.size() + size > max_body_) {
+          fail(c, 413, "request body exceeds the limit of " + std::to_string(max_body_) + " bytes");
+          return;
+        }
+        if (in.size() < eol + 2 + size + 2) return wait_body(c, expect_continue);
+        body.append(in, eol + 2, size);
+        p = eol + 2 + size + 2;
+      }
+      req->buf = std::move(body);
+      req->body_off = 0;
+      req->body_len = req->buf.size();
+      c.in.erase(0, consumed);
+    } else {
+      size_t len = content_length < 0 ? 0 : size_t(content_length);
+      if (len > max_body_) {
+        fail(c, 413, "request body exceeds the limit of " + std::to_string(max_body_) + " bytes");
+        return;
+      }
+      if (in.size() < body_start + len) {
+        c.in.reserve(body_start + len);
+        return wait_body(c, expect_continue);
+      }
+      consumed = body_start + len;
+      req->body_off = body_start;
+      req->body_len = len;
+      if (consumed == in.size()) {  // the usual case: hand the buffer over, no copy
+        req->buf = std::move(c.in);
+        c.in = std::string();
+      } else {
+        req->buf.assign(in, 0, consumed);
+        c.in.erase(0, consumed);
+      }
+    }
+    c.continue_sent = false;
+    c.busy = true;
+    if (!req->keep_alive) c.close_after = true;
+    inbox_.push(std::move(req));
+  }
+
+  void wait_body(Conn& c, bool expect_continue) {
+    if (expect_continue && !c.continue_sent) {
+      c.continue_sent = true;
+      send_now(c, "HTTP/1.1 100 Continue\r\n\r\n");
+      flush(c);
+    }
+  }
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  int ep_ = -1;
+  size_t max_body_;
+  double keepalive_;
+  double grace_ = 0.0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopped_{false};
+  std::atomic<size_t> nconns_{0};
+  uint64_t next_id_ = 0;
+  std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
+  Handoff<std::shared_ptr<Request>> inbox_;
+  Handoff<Out> outbox_;
+  std::thread thread_;
+};
+
+// The status line and headers of a reply.
+std::string head(int status, py::object headers, long long content_length, bool chunked, bool close) {
+  std::string s;
+  s.reserve(256);
+  s += "HTTP/1.1 ";
+  s += std::to_string(status);
+  s += ' ';
+  s += reason(status);
+  s += "\r\n";
+  if (!headers.is_none()) {
+    for (auto item : headers) {
+      py::tuple kv = item.cast<py::tuple>();
+      s += kv[0].cast<std::string>();
+      s += ": ";
+      s += kv[1].cast<std::string>();
+      s += "\r\n";
+    }
+  }
+  if (chunked) s += "Transfer-Encoding: chunked\r\n";
+  else {
+    s += "Content-Length: ";
+    s += std::to_string(content_length);
+    s += "\r\n";
+  }
+  if (close) s += "Connection: close\r\n";
+  s += "\r\n";
+  return s;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native_http, m) {
+  m.doc() = "naiad's native HTTP/1.1 front end (own epoll loop)";
+
+  py::class_<Request, std::shared_ptr<Request>>(m, "Request", py::buffer_protocol())
+      .def_buffer([](Request& r) -> py::buffer_info {
+        return py::buffer_info(const_cast<char*>(r.buf.data()) + r.body_off, 1,
+                               py::format_descriptor<uint8_t>::format(), 1, {ssize_t(r.body_len)}, {1}, true);
+      })
+      .def_property_readonly("conn", [](Request& r) { return r.conn; })
+      .def_property_readonly("method", [](Request& r) { return r.method; })
+      .def_property_readonly("target", [](Request& r) {
+        return py::reinterpret_steal<py::object>(PyUnicode_DecodeLatin1(r.target.data(), r.target.size(), nullptr));
+      })
+      .def_property_readonly("keep_alive", [](Request& r) { return r.keep_alive; })
+      .def_property_readonly("body_len", [](Request& r) { return r.body_len; })
+      .def("headers", [](Request& r) {
+        py::list out;
+        for (auto& kv : r.headers)
+          out.append(py::make_tuple(
+              py::reinterpret_steal<py::object>(PyUnicode_DecodeLatin1(kv.first.data(), kv.first.size(), nullptr)),
+              py::reinterpret_steal<py::object>(
+                  PyUnicode_DecodeLatin1(kv.second.data(), kv.second.size(), nullptr))));
+        return out;
+      });
+
+  py::class_<Server>(m, "Server")
+      .def(py::init<const std::string&, int, bool, size_t, double>(), py::arg("host"), py::arg("port"),
+           py::arg("reuse_port") = false, py::arg("max_body_bytes") = size_t(1) << 30,
+           py::arg("keepalive_secs") = 75.0)
+      .def_property_readonly("port", &Server::port)
+      .def_property_readonly("connections", &Server::connections)
+      .def("fileno", &Server::fd)
+      .def("take", &Server::take, "every request framed since the last call (one eventfd wake-up)")
+      .def(
+          "respond",
+          [](Server& s, uint64_t conn, int status, py::object headers, py::buffer body, bool close) {
+            py::buffer_info info = body.request();
+            size_t n = size_t(info.size * info.itemsize);
+            std::string data = head(status, headers, (long long)n, false, close);
+            data.append(static_cast<const char*>(info.ptr), n);
+            s.post(Out{conn, OUT_FULL, std::move(data), close});
+          },
+          py::arg("conn"), py::arg("status"), py::arg("headers"), py::arg("body"), py::arg("close") = false)
+      .def("start_chunked",
+           [](Server& s, uint64_t conn, int status, py::object headers) {
+             s.post(Out{conn, OUT_HEAD, head(status, headers, 0, true, false), false});
+           })
+      .def("chunk",
+           [](Server& s, uint64_t conn, py::buffer body) {
+             py::buffer_info info = body.request();
+             size_t n = size_t(info.size * info.itemsize);
+             if (!n) return;
+             char size[32];
+             int k = std::snprintf(size, sizeof size, "%zx\r\n", n);
+             std::string data(size, size_t(k));
+             data.append(static_cast<const char*>(info.ptr), n);
+             data += "\r\n";
+             s.post(Out{conn, OUT_CHUNK, std::move(data), false});
+           })
+      .def("end_chunked",
+           [](Server& s, uint64_t conn, bool close) { s.post(Out{conn, OUT_END, "0\r\n\r\n", close}); },
+           py::arg("conn"), py::arg("close") = false)
+      .def("flush", &Server::flush_replies, "wake the native thread for every reply queued since the last flush")
+      .def("stop", &Server::stop, py::arg("grace_secs") = 0.0, py::call_guard<py::gil_scoped_release>());
+}

@@ -1,0 +1,159 @@
+"""The HTTP service on naiad's native front end (`naiad.ext._native_http`).
+
+The native thread owns the sockets and the HTTP/1.1 framing; this adapter drains its
+hand-off queue on the event loop (one eventfd wake-up for every request that arrived
+meanwhile) and gives each request — method, path, headers, and the body as a buffer over
+the received bytes — to the same transport-neutral `Router` the aiohttp transport uses.
+The reply goes back as one native call; the native thread writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import unquote
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .config import HttpConfig
+from .router import HttpRequest, HttpResponse, Router
+
+try:
+    from naiad.ext import _native_http as _native
+except ImportError as exc:  # built by setup.py's optional section
+    _native = None
+    IMPORT_ERROR = f"{exc}"
+else:
+    IMPORT_ERROR = ""
+
+_SHUTTING_DOWN = HttpResponse.error("Server is shutting down", 503)
+
+
+def unsupported_reason(cfg: HttpConfig) -> str:
+    """Why this configuration cannot be served natively ("" when it can)."""
+    if _native is None:
+        return f"the native HTTP front end was not built ({IMPORT_ERROR})"
+    return ""
+
+
+def _headers(response: HttpResponse) -> list[tuple[str, str]] | None:
+    headers = response.headers
+    if not headers:
+        return None
+    return [(k, v) for k, v in headers.items() if k.lower() not in ("content-length", "transfer-encoding")]
+
+
+class NativeHttpServer:
+    def __init__(self, config: HttpConfig, router: Router, lifecycle: Any, log: Any, traces: Any = None) -> None:
+        self.config = config
+        self.router = router
+        self.lifecycle = lifecycle
+        self.log = log
+        self.traces = traces
+        self.server: Any = None
+        self.port = 0
+        self.tasks: set[asyncio.Task] = set()
+        self._flush_soon = False
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        self.server.flush()
+
+    def _sent(self) -> None:
+        """A reply was queued: wake the native writer once, at the end of this loop iteration."""
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def start(self) -> int:
+        assert _native is not None
+        cfg = self.config
+        try:
+            self.server = _native.Server(cfg.host, cfg.port, cfg.reuse_port, cfg.max_body_bytes,
+                                         cfg.keepalive_timeout_secs)
+        except RuntimeError as exc:
+            raise OSError(str(exc)) from None
+        asyncio.get_running_loop().add_reader(self.server.fileno(), self._drain)
+        self.port = self.server.port
+        return self.port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        server = self.server
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self.tasks:  # the kernel drained the work it counts; streamed replies may remain
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        await loop.run_in_executor(None, server.stop, grace)
+        loop.remove_reader(server.fileno())
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=1.0)
+        # The Server object stays referenced: tasks may still hold its requests.
+
+    def _drain(self) -> None:
+        loop = asyncio.get_event_loop()
+        tracer = self.traces.tracer if self.traces is not None else None
+        recv_ns = time.monotonic_ns() if tracer is not None else 0
+        tasks = self.tasks
+        for req in self.server.take():
+            task = loop.create_task(self._handle(req, recv_ns))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _handle(self, req: Any, recv_ns: int) -> None:
+        server = self.server
+        conn = req.conn
+        target = req.target
+        path, _, _ = target.partition("?")
+        if "%" in path:
+            path = unquote(path)
+        lifecycle = self.lifecycle
+        if not lifecycle.accepting and not path.startswith("/v2/health"):
+            server.respond(conn, 503, _headers(_SHUTTING_DOWN), _SHUTTING_DOWN.body, True)
+            self._sent()
+            return
+        lifecycle.enter()
+        try:
+            request = HttpRequest(req.method, path, CIMultiDictProxy(CIMultiDict(req.headers())),
+                                  memoryview(req) if req.body_len else b"", recv_ns=recv_ns)
+            response = await self.router.dispatch(request)
+            close = not lifecycle.accepting or not req.keep_alive
+            if response.stream is not None:
+                await self._stream(conn, response, close)
+                return
+            trace = request.trace
+            if trace is not None:
+                trace.stamp("HTTP_SEND_START")
+            server.respond(conn, response.status, _headers(response), response.body, close)
+            self._sent()
+            if trace is not None:
+                trace.stamp("HTTP_SEND_END")
+                trace.finish()
+        except Exception as exc:  # the router answers errors itself; this is a bug
+            self.log.exception("HTTP %s %s failed", req.method, path)
+            err = HttpResponse.error(f"{exc.__class__.__name__}: {exc}", 500)
+            server.respond(conn, 500, _headers(err), err.body, True)
+            self._sent()
+        finally:
+            lifecycle.leave()
+
+    async def _stream(self, conn: int, response: HttpResponse, close: bool) -> None:
+        """A streamed reply (Server-Sent Events), chunk by chunk."""
+        server = self.server
+        chunks = response.stream
+        assert chunks is not None
+        server.start_chunked(conn, response.status, _headers(response))
+        try:
+            self._sent()
+            async for chunk in chunks:
+                server.chunk(conn, chunk)
+                self._sent()
+        finally:
+            server.end_chunked(conn, close)
+            self._sent()
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
