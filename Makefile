@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 PY     := $(VENV)/bin/python
 # System libraries: jemalloc (allocator = "jemalloc"), libb64 (perf_analyzer), and the
 # native front ends' (pkg-config, grpc++, protobuf, libevent; optional: naiad builds without them).
-APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc libevent-dev
+APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc
 
 .PHONY: serve test install install-test system-deps debug clean
 
