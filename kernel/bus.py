@@ -130,6 +130,7 @@ class Subscription(Generic[E]):
 class Bus:
     def __init__(self) -> None:
         self._handlers: dict[type, Handler] = {}
+        self._sync_handlers: dict[type, Callable[[Any], Any]] = {}
         self._owners: dict[type, str] = {}
         self._subscriptions: dict[type, list[Subscription]] = {}
         self._frozen = False
@@ -157,11 +158,30 @@ class Bus:
     def drop_handlers(self, owner: str) -> None:
         """Forget every handler of a stopped service; requests then fail with NoHandler."""
         for t in [t for t, o in self._owners.items() if o == owner]:
-            del self._handlers[t]
+            self._handlers.pop(t, None)
+            self._sync_handlers.pop(t, None)
             del self._owners[t]
 
     def has_handler(self, request_type: type) -> bool:
-        return request_type in self._handlers
+        return request_type in self._handlers or request_type in self._sync_handlers
+
+    def handle_sync(self, request_type: type, handler: Callable[[Any], Any], owner: str = "") -> None:
+        """Register a handler that never waits (a plain function): `submit` calls it
+        directly, so a caller with many requests in one callback needs no task for each."""
+        if self._frozen:
+            raise BusError(f"cannot register a handler for {request_type.__name__}: the bus is frozen")
+        if request_type in self._sync_handlers:
+            raise BusError(f"{request_type.__name__} already has a handler (from {self._owners.get(request_type) or 'unknown'})")
+        self._sync_handlers[request_type] = handler
+        self._owners[request_type] = owner
+
+    def submit(self, message: Any) -> Any:
+        """Call the synchronous handler of `message`'s type and return its result."""
+        try:
+            handler = self._sync_handlers[message.__class__]
+        except KeyError:
+            raise NoHandler(f"no handler for {message.__class__.__name__}") from None
+        return handler(message)
 
     async def request(self, message: Request[M] | Any) -> M:
         """Send a request to its handler and return the reply.

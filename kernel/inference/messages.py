@@ -28,6 +28,17 @@ class StreamInfer(Request[None]):
     sink: ResponseSink
 
 
+@dataclass(slots=True)
+class SubmitInfer(Request[None]):
+    """`StreamInfer` without the await: handled synchronously (`bus.submit`), for
+    transports that drive many requests from one callback and want no task per request.
+    `unary` asks for the unary path's checks (a decoupled model is refused)."""
+
+    request: InferenceRequest
+    sink: ResponseSink
+    unary: bool = False
+
+
 # ------------------------------------------------------------------ metadata --
 
 

@@ -20,7 +20,8 @@ from grpc_health.v1 import health_pb2
 
 from naiad.kernel.bus import NoHandler
 from naiad.kernel.inference.errors import InferenceError
-from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
+from naiad.kernel.inference.messages import SubmitInfer
+from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, RequestedOutput, ResponseSink, Tensor
 from naiad.protos import grpc_service_pb2 as pb
 
 from . import convert
@@ -105,6 +106,29 @@ class _StreamCall(_UnaryCall):
         self.sent()
 
 
+class _UnarySink(ResponseSink):
+    """Answers a fast-path ModelInfer call when its one response arrives: no task waits."""
+
+    __slots__ = ("server", "event", "request", "done")
+
+    def __init__(self, server: "NativeGrpcServer", event: Any, request: InferenceRequest) -> None:
+        self.server = server
+        self.event = event
+        self.request = request
+        self.done = False
+
+    def send(self, response: InferenceResponse) -> None:
+        if not self.done:
+            self.done = True
+            self.server._answer(self.event, response, None)
+
+    def finish(self, error: InferenceError | None = None) -> None:
+        if not self.done:
+            self.done = True
+            self.server._answer(self.event, None, error or InferenceError.internal(
+                "model finished the request without a response"))
+
+
 class NativeGrpcServer:
     """Listens with the native front end and hands its calls to `servicer`."""
 
@@ -118,6 +142,7 @@ class NativeGrpcServer:
         self.tasks: set[asyncio.Task] = set()
         self.streams: dict[int, _StreamCall] = {}
         self.calls: dict[int, asyncio.Task] = {}  # unary calls being answered, by call id
+        self.pending: dict[int, InferenceRequest] = {}  # fast-path infer calls, by call id
         self._handlers = {SERVICE_PREFIX + name: (servicer.handler(name), req_type, name)
                           for name, (req_type, _) in UNARY_RPCS.items()}
         self._handlers[HEALTH_CHECK] = (servicer.handler("Check"), health_pb2.HealthCheckRequest, "Check")
@@ -165,6 +190,7 @@ class NativeGrpcServer:
         except RuntimeError as exc:
             raise OSError(str(exc)) from None
         self._infer = self.servicer.bus.request
+        self._submit = self.servicer.bus.submit
         loop = asyncio.get_running_loop()
         loop.add_reader(self.server.fileno(), self._drain)
         self.port = self.server.port
@@ -198,8 +224,8 @@ class NativeGrpcServer:
         spawn = self._spawn
         for event in self.server.take():
             kind = event.kind
-            if kind == 1 and fast:  # INFER
-                spawn(loop.create_task(self._infer_fast(event)), event.call_id)
+            if kind == 1 and fast:  # INFER: submitted here, answered by its sink
+                self._infer_now(event)
             elif kind <= 1:  # UNARY, or INFER that must take the servicer's path
                 spawn(loop.create_task(self._unary(event)), event.call_id)
             elif kind == 3:  # STREAM_MSG
@@ -214,6 +240,9 @@ class NativeGrpcServer:
                 if stream is not None:
                     stream.feed(None)
             else:  # CANCELLED: the client cancelled or went away
+                request = self.pending.get(event.call_id)
+                if request is not None:
+                    request.cancel.cancel()  # the model sees is_cancelled(); queued work is dropped
                 task = self.calls.get(event.call_id)
                 if task is not None:
                     task.cancel()
@@ -230,7 +259,8 @@ class NativeGrpcServer:
 
         task.add_done_callback(done)
 
-    async def _infer_fast(self, event: Any) -> None:
+    def _infer_now(self, event: Any) -> None:
+        """The fast path: build the request and submit it synchronously; its sink answers."""
         lifecycle = self.servicer.lifecycle
         if not lifecycle.accepting:
             event.fail(_CODE["UNAVAILABLE"], SHUTTING_DOWN)
@@ -244,24 +274,31 @@ class NativeGrpcServer:
                 model_version=version, id=rid,
                 outputs=[RequestedOutput(o) for o in outputs] if outputs is not None else None,
                 protocol="grpc")
-            try:
-                response: InferenceResponse = await self._infer(request)
-            except asyncio.CancelledError:
-                request.cancel.cancel()
-                raise
+            self.pending[event.call_id] = request
+            self._submit(SubmitInfer(request, _UnarySink(self, event, request), True))
+        except Exception as exc:
+            self.pending.pop(event.call_id, None)
+            self._fail(event, exc, "ModelInfer")
+            lifecycle.leave()
+
+    def _answer(self, event: Any, response: InferenceResponse | None, error: InferenceError | None) -> None:
+        try:
+            if error is not None:
+                raise error
+            assert response is not None
             if response.error is not None:
                 raise response.error
             if response.parameters or any(t.shm is not None for t in response.outputs):
                 event.respond(convert.encode_infer_reply(convert.infer_reply(response)))
-                self._sent()
             else:
                 event.respond_infer(response.model_name, response.model_version, response.id,
                                     [(t.name, t.datatype, t.shape, t.raw) for t in response.outputs])
-                self._sent()
+            self._sent()
         except Exception as exc:
             self._fail(event, exc, "ModelInfer")
         finally:
-            lifecycle.leave()
+            self.pending.pop(event.call_id, None)
+            self.servicer.lifecycle.leave()
 
     async def _unary(self, event: Any) -> None:
         entry = self._handlers.get(event.method)

@@ -107,6 +107,7 @@ class ModelService(Service):
         own = self.name
         h(InferenceRequest, self.infer, own)
         h(m.StreamInfer, self.stream_infer, own)
+        self.bus.handle_sync(m.SubmitInfer, self._submit_message, own)
         h(m.ServerMetadataQuery, self._server_metadata, own)
         h(m.ModelReadyQuery, self._model_ready, own)
         h(m.ModelMetadataQuery, self._model_metadata, own)
@@ -197,10 +198,7 @@ class ModelService(Service):
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """The unary inference entry (bus handler for InferenceRequest)."""
         lv, batch = self._prepare(request)
-        if lv.decoupled:
-            where = "HTTP end point" if request.protocol == "http" else "ModelInfer RPC"
-            raise InferenceError.unsupported(
-                f"{where} doesn't support models with decoupled transaction policy")
+        self._refuse_decoupled(lv, request)
         future = asyncio.get_running_loop().create_future()
         lv.scheduler.enqueue(request, FutureSink(future), batch)  # type: ignore[union-attr]
         try:
@@ -223,6 +221,21 @@ class ModelService(Service):
     async def stream_infer(self, msg: m.StreamInfer) -> None:
         """The streaming entry: responses (any number for decoupled models) go to the sink."""
         self.submit(msg.request, msg.sink)
+
+    def _submit_message(self, msg: m.SubmitInfer) -> None:
+        if msg.unary:
+            lv, batch = self._prepare(msg.request)
+            self._refuse_decoupled(lv, msg.request)
+            lv.scheduler.enqueue(msg.request, _StreamSink(msg.sink, self, lv, msg.request), batch)  # type: ignore[union-attr]
+        else:
+            self.submit(msg.request, msg.sink)
+
+    @staticmethod
+    def _refuse_decoupled(lv: LoadedVersion, request: InferenceRequest) -> None:
+        if lv.decoupled:
+            where = "HTTP end point" if request.protocol == "http" else "ModelInfer RPC"
+            raise InferenceError.unsupported(
+                f"{where} doesn't support models with decoupled transaction policy")
 
     def submit(self, request: InferenceRequest, sink: ResponseSink) -> None:
         """Validate and enqueue without waiting (stream_infer's body; ensembles submit their
