@@ -63,8 +63,15 @@ def ensure_venv(name: str) -> Path:
     if root.exists():
         shutil.rmtree(root)
     subprocess.run([base_python(), "-m", "venv", str(root)], check=True)
-    subprocess.run([str(venv_python(name)), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([str(venv_python(name)), "-m", "pip", "install", "-q", *reqs], check=True)
+    pip_log = PEERS / f"{name}.pip.log"
+    with open(pip_log, "w") as out:
+        for args in (["--upgrade", "pip"], list(reqs)):
+            r = subprocess.run([str(venv_python(name)), "-m", "pip", "install", *args],
+                               stdout=out, stderr=subprocess.STDOUT)
+            if r.returncode != 0:
+                out.flush()
+                tail = pip_log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"pip install {' '.join(args)} failed in {root} (log {pip_log}):\n{tail}")
     stamp.write_text(want)
     return root
 

@@ -45,6 +45,7 @@ class CpuSample:
     server: float
     client: float
     system: float
+    server_by_pid: dict | None = None    # pid -> user+system seconds, for the per-process split
 
 
 class CpuMeter:
@@ -57,11 +58,37 @@ class CpuMeter:
         self._client_seen: dict[int, float] = {}
 
     def sample(self) -> CpuSample:
+        server = tree_cpu(self.server_pid, self._server_seen)
         return CpuSample(
-            time.monotonic(),
-            tree_cpu(self.server_pid, self._server_seen),
+            time.monotonic(), server,
             tree_cpu(self.client_pid, self._client_seen) if self.client_pid else 0.0,
-            system_busy())
+            system_busy(), dict(self._server_seen))
+
+
+def process_label(pid: int) -> str:
+    """A short name for a process of a server's tree: `naiad.kernel.main`, `triton_python_backend_stub`."""
+    try:
+        cmd = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return str(pid)
+    if not cmd:
+        return str(pid)
+    if "-m" in cmd[:3]:
+        return cmd[cmd.index("-m") + 1]
+    first = cmd[0].rsplit("/", 1)[-1]
+    if first.startswith("python") and len(cmd) > 1:
+        return cmd[1].rsplit("/", 1)[-1]
+    return first
+
+
+def split_by_process(a: CpuSample, b: CpuSample) -> dict[str, float]:
+    """CPU seconds per process label between two samples (processes with one label summed)."""
+    out: dict[str, float] = {}
+    for pid, t in (b.server_by_pid or {}).items():
+        d = t - (a.server_by_pid or {}).get(pid, 0.0)
+        label = process_label(pid)
+        out[label] = out.get(label, 0.0) + d
+    return out
 
 
 def cpu_between(a: CpuSample, b: CpuSample) -> dict:
@@ -72,7 +99,8 @@ def cpu_between(a: CpuSample, b: CpuSample) -> dict:
     system = b.system - a.system
     return {"span_s": dt, "server_cpu_s": server, "client_cpu_s": client, "system_cpu_s": system,
             "server_cores": server / dt, "client_cores": client / dt,
-            "other_cores": max(system - server - client, 0.0) / dt}
+            "other_cores": max(system - server - client, 0.0) / dt,
+            "server_cores_by_process": {k: v / dt for k, v in split_by_process(a, b).items()}}
 
 
 def other_load(exclude_pids: list[int], seconds: float = 0.5) -> float:

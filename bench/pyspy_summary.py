@@ -33,13 +33,13 @@ def process_label(frame: str) -> str:
 
 
 def summarise_collapsed(text: str, top: int = 15) -> dict:
-    """Self and inclusive samples per function, and per process. Frames every sample of a process
-    mostly passes through (in 60% or more of its samples: runpy, main, the event loop's run) are left out of the inclusive
-    table, which would otherwise start with them."""
+    """Self and inclusive samples per function, and per process. The trunk every stack of a
+    process passes through (runpy, main, the event loop's run) is left out of the inclusive table,
+    which would otherwise start with it."""
     self_c: Counter = Counter()
     incl: Counter = Counter()
     procs: Counter = Counter()
-    per_proc_frames: dict[str, Counter] = {}
+    stacks_by_root: dict[tuple[str, str], list[list[str]]] = {}
     total = 0
     for line in text.splitlines():
         m = _LINE.match(line.strip())
@@ -59,15 +59,21 @@ def summarise_collapsed(text: str, top: int = 15) -> dict:
         role = proc.split(" ")[1] if " " in proc else proc
         names = [f"{role}: {frame_name(f)}" if role else frame_name(f) for f in frames]
         self_c[names[-1]] += n
-        pf = per_proc_frames.setdefault(proc, Counter())
         for name in set(names):
             incl[name] += n
-            pf[name] += n
+        stacks_by_root.setdefault((proc, names[0]), []).append(names)
+    # The trunk: the frames all stacks from one root share (runpy, main, the loop's run_forever),
+    # found as their longest common prefix, the leaf excepted. Coroutine-only stacks (py-spy shows
+    # some without their caller chain) have other roots and keep their frames.
     trunk = set()
-    for proc, frames in per_proc_frames.items():
-        for name, k in frames.items():
-            if k >= 0.6 * procs[proc]:
-                trunk.add(name)
+    for stacks in stacks_by_root.values():
+        prefix = stacks[0][:-1]
+        for st in stacks[1:]:
+            k = 0
+            while k < len(prefix) and k < len(st) - 1 and st[k] == prefix[k]:
+                k += 1
+            prefix = prefix[:k]
+        trunk.update(prefix)
     for name in trunk:
         incl.pop(name, None)
 

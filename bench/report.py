@@ -166,7 +166,7 @@ def all_rows_table(rows: list[dict]) -> list[str]:
     out = ["| server | workload | protocol | c | inf/s | p50 | p99 | server CPU/inf | client CPU/inf | other cores | note |",
            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        note = (r.get("error") or "").splitlines()[0][:80] if r.get("error") else ""
+        note = (r.get("error") or "").splitlines()[0][:80] if r.get("error") else r.get("note", "")
         out.append("| " + " | ".join([
             r["server"], r["workload"], r["protocol"], str(r["concurrency"]),
             fmt_rate(_get(r, "throughput")), fmt_us(_get(r, "p50_us")), fmt_us(_get(r, "p99_us")),
@@ -174,6 +174,20 @@ def all_rows_table(rows: list[dict]) -> list[str]:
             fmt_num(_get(r, "other_cores"), 2), note.replace("|", "/"),
         ]) + " |")
     return out
+
+
+def split_table(rows: list[dict]) -> list[str]:
+    """Server CPU per inference split by process (server, stubs, workers), for multi-process servers."""
+    out = ["| server | workload | protocol | c | CPU/inf by process |", "| --- | --- | --- | ---: | --- |"]
+    any_row = False
+    for r in rows:
+        split = r.get("server_cpu_per_inf_us_by_process") or {}
+        if r.get("error") or len(split) < 2:
+            continue
+        any_row = True
+        cells = ", ".join(f"{k} {v:.0f} µs" for k, v in sorted(split.items(), key=lambda kv: -kv[1]))
+        out.append(f"| {r['server']} | {r['workload']} | {r['protocol']} | {r['concurrency']} | {cells} |")
+    return out if any_row else []
 
 
 def render_markdown(results: dict) -> str:
@@ -212,6 +226,9 @@ def render_markdown(results: dict) -> str:
     prof = results.get("profile")
     if prof:
         lines += ["## Where naiad spends its time (py-spy)", "", prof.get("summary_md", ""), ""]
+    t = split_table(rows)
+    if t:
+        lines += ["## Server CPU per inference by process", ""] + t + [""]
     if rows:
         lines += ["## All measurements", ""] + all_rows_table(rows) + [""]
     errors = [f"- {n}: {s['error'].splitlines()[0]}" for n, s in servers.items() if s.get("error")]

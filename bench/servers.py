@@ -88,9 +88,12 @@ class Running:
         self.log_path = workdir / f"{spec.name}.log"
         self._log = open(self.log_path, "ab")
         t0 = time.monotonic()
-        # Own session: the server and its children (stubs, workers) can be signalled as a group.
+        # Own process group, so the server and its children (stubs, workers) can be signalled
+        # together, but not its own session: with the kernel's autogroup scheduling a session is
+        # a scheduling group, and a server alone in one would get half the CPU whatever the client
+        # needs (and perf_analyzer's main thread then starves behind its workers and stalls).
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=workdir, start_new_session=True)
+                                     cwd=workdir, process_group=0)
         deadline = t0 + timeout
         while True:
             if self.proc.poll() is not None:
@@ -125,7 +128,7 @@ class Running:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        # Whatever the server left behind in its own session (it has no other members).
+        # Whatever the server left behind in its process group (it has no other members).
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
