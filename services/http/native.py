@@ -99,9 +99,51 @@ class NativeHttpServer:
         recv_ns = time.monotonic_ns() if tracer is not None else 0
         tasks = self.tasks
         for req in self.server.take():
+            if req.method == "POST" and recv_ns == 0 and self._infer_now(req):
+                continue
             task = loop.create_task(self._handle(req, recv_ns))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+
+    def _infer_now(self, req: Any) -> bool:
+        """Infer without a task: the route submits synchronously and replies from the
+        response sink. False when the request is not an infer the route can take so."""
+        router = self.router
+        if router.restrictions:
+            return False
+        path, _, _ = req.target.partition("?")
+        if "%" in path:
+            return False
+        handler, params, status, _ = router.resolve("POST", path)
+        infer_now = getattr(getattr(handler, "__self__", None), "infer_now", None)
+        if status != 200 or infer_now is None or getattr(handler, "__name__", "") != "infer":
+            return False
+        lifecycle = self.lifecycle
+        if not lifecycle.accepting:
+            return False  # the awaited path answers 503
+        request = HttpRequest("POST", path, CIMultiDictProxy(CIMultiDict(req.headers())),
+                              memoryview(req) if req.body_len else b"", params=params)
+        conn = req.conn
+        keep_alive = req.keep_alive
+        server = self.server
+
+        def reply(response: HttpResponse) -> None:
+            try:
+                close = not lifecycle.accepting or not keep_alive
+                server.respond(conn, response.status, _headers(response), response.body, close)
+                self._sent()
+            finally:
+                lifecycle.leave()
+
+        lifecycle.enter()
+        try:
+            taken = infer_now(request, reply)
+        except Exception:  # a bug: let the awaited path answer (and log) it
+            self.log.exception("HTTP fast infer failed on %s", path)
+            taken = False
+        if not taken:
+            lifecycle.leave()
+        return taken
 
     async def _handle(self, req: Any, recv_ns: int) -> None:
         server = self.server

@@ -15,6 +15,7 @@ from naiad.kernel.bus import Bus
 from naiad.kernel.inference import model_config
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.messages import (
+    SubmitInfer,
     CudaShmRegister,
     CudaShmStatus,
     CudaShmUnregister,
@@ -33,7 +34,7 @@ from naiad.kernel.inference.messages import (
     TraceSettingRequest,
     UnloadModel,
 )
-from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, QueueSink
+from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, QueueSink, ResponseSink
 from naiad.kernel.messages import ServerLiveQuery, ServerReadyQuery
 
 from . import compression, render
@@ -78,6 +79,53 @@ def _uint(doc: dict, key: str, default: int | None = None) -> int:
     if type(value) is not int or value < 0:
         raise InferenceError.internal(f"Unable to parse '{key}': expected an unsigned integer")
     return value
+
+
+class _InferReply(ResponseSink):
+    """Encodes the one response of a task-less infer (`HttpRoutes.infer_now`) and replies."""
+
+    __slots__ = ("reply", "plan", "offload_bytes", "done")
+
+    def __init__(self, reply: Callable[[HttpResponse], None], plan: Any, offload_bytes: int) -> None:
+        self.reply = reply
+        self.plan = plan
+        self.offload_bytes = offload_bytes
+        self.done = False
+
+    def send(self, response: InferenceResponse) -> None:
+        if self.done:
+            return
+        self.done = True
+        if response.error is not None:
+            return self._fail(response.error)
+        if json_payload_bytes(response, self.plan) > self.offload_bytes:
+            # A large JSON reply is encoded off the event loop.
+            future = asyncio.get_running_loop().run_in_executor(None, encode_infer, response, self.plan)
+            future.add_done_callback(self._encoded)
+            return
+        try:
+            status, headers, out = encode_infer(response, self.plan)
+        except Exception as exc:
+            return self._fail(exc)
+        self.reply(HttpResponse(status, out, headers))
+
+    def _encoded(self, future: asyncio.Future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            return self._fail(exc)
+        status, headers, out = future.result()
+        self.reply(HttpResponse(status, out, headers))
+
+    def finish(self, error: InferenceError | None = None) -> None:
+        if not self.done:
+            self.done = True
+            self._fail(error or InferenceError.internal("model finished the request without a response"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, InferenceError):
+            self.reply(HttpResponse.error(exc.message, status_for(exc.code), getattr(exc, "headers", None)))
+        else:
+            self.reply(HttpResponse.error(f"{exc.__class__.__name__}: {exc}", 500))
 
 
 class HttpRoutes:
@@ -183,6 +231,30 @@ class HttpRoutes:
         else:
             status, out_headers, out = encode_infer(response, plan, encoding)
         return HttpResponse(status, out, out_headers)
+
+    def infer_now(self, request: HttpRequest, reply: Callable[[HttpResponse], None]) -> bool:
+        """The infer route without a task, for transports that hand over many requests in
+        one callback: decode, submit synchronously, answer from the response sink. Returns
+        False, having done nothing, when the request needs the awaited path (compressed or
+        large bodies, a compressed reply, header forwarding, tracing)."""
+        headers = request.headers
+        body = request.body
+        if (self.forward_re is not None or len(body) > self.offload_bytes
+                or (self.traces is not None and self.traces.tracer is not None)
+                or headers.get("Content-Encoding", compression.IDENTITY) != compression.IDENTITY):
+            return False
+        try:
+            if compression.response_encoding(headers.get("Accept-Encoding")) != compression.IDENTITY:
+                return False
+        except Exception:
+            return False  # the awaited path words the error
+        p = request.params
+        try:
+            infer_request, plan = decode_infer(body, headers.get(HEADER_LENGTH), p["model"], _version(p), ())
+            self.bus.submit(SubmitInfer(infer_request, _InferReply(reply, plan, self.offload_bytes), True))
+        except InferenceError as exc:
+            reply(HttpResponse.error(exc.message, status_for(exc.code), getattr(exc, "headers", None)))
+        return True
 
     async def _generate_request(self, request: HttpRequest) -> tuple[InferenceRequest, QueueSink]:
         p = request.params
