@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     bench = Bench(args, cfg, workdir)
+    versions_at_start = versions()    # naiad's commit as measured, not as it is when the run ends
     t0 = time.monotonic()
     log(f"mode {'quick' if args.quick else 'full'}: servers {cfg['servers']}, workloads {cfg['workloads']}, "
         f"c={cfg['concurrency']}, {cfg['passes']}×{cfg['window_ms']} ms windows; work folder {workdir}")
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "started": started, "mode": "quick" if args.quick else "full",
             "elapsed_s": round(time.monotonic() - t0, 1),
-            "machine": machine(), "versions": versions(),
+            "machine": machine(), "versions": versions_at_start,
             "settings": {k: v for k, v in cfg.items()},
             "descriptions": {n: s.description for n, s in bench.servers.SERVERS.items()},
             "servers": {n: bench.server_info[n] for n in SERVER_ORDER if n in bench.server_info},
