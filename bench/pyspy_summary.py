@@ -29,6 +29,7 @@ def process_label(frame: str) -> str:
     pid, _, cmd = frame[len("process "):].partition(":")
     cmd = cmd.strip().strip('"')
     cmd = re.sub(r"^\S*python[0-9.]*\s+(-m\s+)?", "", cmd)
+    cmd = re.sub(r"/\S*/(bench|examples)/", r"\1/", cmd)  # no machine paths in reports
     return f"{pid} {cmd}"[:70]
 
 

@@ -337,7 +337,7 @@ class Bench:
             self.profile = {"error": f"py-spy wrote nothing: {state.get('err', '')[-500:]}"}
             return
         self.profile = prof.summarise_collapsed(raw.read_text())
-        self.profile["raw_path"] = str(raw)
+        self.profile["raw_path"] = os.path.relpath(raw, Path(__file__).resolve().parent.parent)
         self.profile["row"] = row
 
 
