@@ -430,7 +430,7 @@ async def load_composing(manager: Any, name: str, override: str | None = None) -
     """Before loading ensemble `name`: load the composing models that were never loaded,
     and wait for those being loaded right now. Failures are left for the ensemble's own
     load to report."""
-    location = repo.list_models(manager.repositories).get(name)
+    location = repo.find_model(manager.repositories, name)
     deps = composing_models(location.model_dir if location else None, override)
     if not deps:
         return

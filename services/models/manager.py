@@ -265,14 +265,15 @@ class ModelManager:
                         target.write_bytes(content)
                     repository = Path(temp_dir.name)
                 else:
-                    location = repo.list_models(self.repositories).get(name)
+                    location = repo.find_model(self.repositories, name)
                     if location is None:
                         if not record.versions and record.latest is None:
                             # Not in any repository: it never joins the model list (readiness).
                             del self.records[name]
                         raise InferenceError.not_found(f"failed to load '{name}', failed to poll from model repository")
                     model_dir, repository = location.model_dir, location.repository
-                fp = repo.fingerprint(model_dir)
+                # Only poll mode compares fingerprints; elsewhere the folder walk is wasted.
+                fp = repo.fingerprint(model_dir) if self.control_mode == "poll" else ""
                 started = time.monotonic()
                 new_versions = await self._load_versions(name, model_dir, repository, config_override)
             except InferenceError as exc:
@@ -348,7 +349,7 @@ class ModelManager:
         async with self._lock(name):
             record = self.records.get(name)
             if record is None or not record.versions:
-                if record is None and name not in repo.list_models(self.repositories):
+                if record is None and repo.find_model(self.repositories, name) is None:
                     raise InferenceError.not_found(f"failed to unload '{name}', no version is available")
                 if record is not None:
                     record.wanted = False
@@ -399,26 +400,26 @@ class ModelManager:
         tasks: list[Awaitable] = []
         for name, loc in found.items():
             record = self.records.get(name)
-            if record is None or (record.temp_dir is None and record.fingerprint != repo.fingerprint(loc.model_dir)):
-                if record is not None and not record.versions and record.fingerprint == repo.fingerprint(loc.model_dir):
-                    continue
-                tasks.append(self._poll_load(name))
+            if record is not None and record.temp_dir is not None:
+                continue  # loaded from files sent with the request, not from the repository
+            fp = repo.fingerprint(loc.model_dir)
+            if record is None or record.fingerprint != fp:
+                tasks.append(self._poll_load(name, fp))
         for name, record in list(self.records.items()):
             if name not in found and record.versions and record.temp_dir is None:
                 tasks.append(self.unload(name))
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _poll_load(self, name: str) -> None:
+    async def _poll_load(self, name: str, fingerprint: str) -> None:
         try:
             await self.load(name)
         except InferenceError:
             # The reason is in the index; remember the fingerprint so that a broken model
             # is retried only when its files change.
             record = self.records.get(name)
-            loc = repo.list_models(self.repositories).get(name)
-            if record is not None and loc is not None:
-                record.fingerprint = repo.fingerprint(loc.model_dir)
+            if record is not None:
+                record.fingerprint = fingerprint
 
     def check_control(self, action: str) -> None:
         if self.control_mode == "none":

@@ -54,6 +54,19 @@ def list_models(repositories: list[Path]) -> dict[str, ModelLocation]:
     return found
 
 
+def find_model(repositories: list[Path], name: str) -> ModelLocation | None:
+    """The folder of one model, without listing every repository (None when absent or
+    when it appears in more than one repository, as `list_models` leaves it out)."""
+    if not name or name.startswith(".") or "/" in name or name in ("..",):
+        return None
+    found = [Path(r) for r in repositories if (Path(r) / name).is_dir()]
+    if len(found) != 1:
+        if len(found) > 1:
+            log.error("model '%s' appears in more than one repository; it is not loaded", name)
+        return None
+    return ModelLocation(name, found[0], found[0] / name)
+
+
 def version_folders(model_dir: Path) -> list[int]:
     versions = []
     try:
