@@ -9,6 +9,7 @@ import textwrap
 import types
 import warnings
 from pathlib import Path
+from support.models import ADD_SUB_MODEL as ADD_SUB, IDENTITY_MODEL as IDENTITY_FP32
 
 NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
            "FP16", "FP32", "FP64"]
@@ -43,32 +44,6 @@ class TritonPythonModel:
             out = pb_utils.Tensor("INFO", np.array([json.dumps(info).encode()], dtype=object))
             responses.append(pb_utils.InferenceResponse([out]))
         return responses
-'''
-
-ADD_SUB = '''
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            a = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-            b = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
-            responses.append(pb_utils.InferenceResponse(
-                [pb_utils.Tensor("OUTPUT0", a + b), pb_utils.Tensor("OUTPUT1", a - b)]))
-        return responses
-'''
-
-IDENTITY_FP32 = '''
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        return [pb_utils.InferenceResponse(
-                    [pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())])
-                for r in requests]
 '''
 
 # Decoupled: one response per element of IN, DELAY_MS apart, from a thread per request (so

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 from support.naiad_process import NaiadProcess
+from support.models import ADD_SUB_MODEL as _ADD_SUB
 
 # Wire datatype -> config enum, every datatype Triton has.
 DATATYPES = {
@@ -40,21 +41,6 @@ class TritonPythonModel:
     def execute(self, requests):
         return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(
             r, "INPUT0").as_numpy())]) for r in requests]
-"""
-
-_ADD_SUB = """
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for r in requests:
-            a = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
-            b = pb_utils.get_input_tensor_by_name(r, "INPUT1").as_numpy()
-            responses.append(pb_utils.InferenceResponse(
-                [pb_utils.Tensor("OUTPUT0", a + b), pb_utils.Tensor("OUTPUT1", a - b)]))
-        return responses
 """
 
 _ECHO = """
