@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from naiad.kernel.inference.backend import ExecutionTimes, ModelInstance
+from naiad.kernel.inference.backend import ModelInstance
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, ResponseSink
 

@@ -8,7 +8,6 @@ write shared-memory outputs and classification results if the request asked for 
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -17,7 +16,7 @@ import numpy as np
 
 from naiad.kernel.inference import messages as m
 from naiad.kernel.inference.backend import BackendContext
-from naiad.kernel.inference.errors import ErrorCode, InferenceError
+from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import (
     FutureSink,
     InferenceRequest,
