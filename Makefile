@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 # native front ends' (pkg-config, grpc++, protobuf, libevent; optional: naiad builds without them).
 APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc
 
-.PHONY: serve test install install-test system-deps debug clean
+.PHONY: serve test conformance install install-test system-deps debug clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ serve: install
 
 test: install-test
 	$(PY) -m pytest -q
+
+# Triton's QA selection against naiad (skipped when ../shared/triton-qa is absent); fails when a
+# test listed in .ci/triton-qa-expected-passes.txt no longer passes.
+conformance: install
+	$(PY) .ci/triton_qa_guard.py
 
 # A debug build of ext/ (-O0 -g, bounds checks on) with Cython's annotated HTML.
 debug: $(VENV)/bin/activate
