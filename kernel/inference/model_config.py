@@ -112,8 +112,9 @@ def is_decoupled(config: Any) -> bool:
 
 
 def normalize(config: Any, model_name: str, has_gpu: bool = False) -> Any:
-    """Fill Triton's defaults in place (and return it): name, version policy, instance
-    groups with names and kinds, sequence idle time, backend from platform."""
+    """Fill Triton's defaults in place (and return it): name, version policy, backend from
+    platform, sequence idle time, and (except for ensembles) instance groups with names and
+    kinds and pinned-memory optimization."""
     if not config.name:
         config.name = model_name
     if not config.HasField("version_policy"):
@@ -122,6 +123,10 @@ def normalize(config: Any, model_name: str, has_gpu: bool = False) -> Any:
         config.version_policy.latest.num_versions = 1
     if not config.backend and config.platform:
         config.backend = PLATFORM_BACKENDS.get(config.platform, "")
+    if config.HasField("sequence_batching") and config.sequence_batching.max_sequence_idle_microseconds == 0:
+        config.sequence_batching.max_sequence_idle_microseconds = SEQUENCE_IDLE_DEFAULT_MICROSECONDS
+    if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+        return config  # as Triton: an ensemble gets no instance groups and no optimization
     if not config.instance_group:
         config.instance_group.add()
     for idx, group in enumerate(config.instance_group):
@@ -133,8 +138,6 @@ def normalize(config: Any, model_name: str, has_gpu: bool = False) -> Any:
             group.kind = mc.ModelInstanceGroup.KIND_GPU if has_gpu else mc.ModelInstanceGroup.KIND_CPU
         if group.kind == mc.ModelInstanceGroup.KIND_GPU and not group.gpus and has_gpu:
             group.gpus.append(0)
-    if config.HasField("sequence_batching") and config.sequence_batching.max_sequence_idle_microseconds == 0:
-        config.sequence_batching.max_sequence_idle_microseconds = SEQUENCE_IDLE_DEFAULT_MICROSECONDS
     if not config.HasField("optimization"):
         config.optimization.input_pinned_memory.enable = True
         config.optimization.output_pinned_memory.enable = True

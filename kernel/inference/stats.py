@@ -14,8 +14,10 @@ class Duration:
     ns: int = 0
 
     def add(self, ns: int, count: int = 1) -> None:
+        # Triton's figures are unsigned: a clock that went backwards adds nothing.
         self.count += count
-        self.ns += ns
+        if ns > 0:
+            self.ns += ns
 
 
 @dataclass(slots=True)

@@ -433,16 +433,25 @@ def model_config(config: Any) -> Any:
 
 # ------------------------------------------------------------------ statistics --
 
+_U64_MAX = (1 << 64) - 1
+
+
+def _u64(value: int) -> int:
+    """The statistics fields are uint64: one bad figure must not fail the whole reply."""
+    return min(max(int(value), 0), _U64_MAX)
+
+
 def _duration(target: Any, d: Duration) -> None:
-    target.count = d.count
-    target.ns = d.ns
+    target.count = _u64(d.count)
+    target.ns = _u64(d.ns)
 
 
 def model_statistics(stats: Iterable[ModelStatistics]) -> Any:
     out = pb.ModelStatisticsResponse()
     for s in stats:
-        m = out.model_stats.add(name=s.name, version=s.version, last_inference=s.last_inference,
-                                inference_count=s.inference_count, execution_count=s.execution_count)
+        m = out.model_stats.add(name=s.name, version=s.version, last_inference=_u64(s.last_inference),
+                                inference_count=_u64(s.inference_count),
+                                execution_count=_u64(s.execution_count))
         i, si = m.inference_stats, s.inference_stats
         for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output",
                       "cache_hit", "cache_miss"):
@@ -453,12 +462,12 @@ def model_statistics(stats: Iterable[ModelStatistics]) -> Any:
                 _duration(getattr(r, field), getattr(rs, field))
         for size in sorted(s.batch_stats):
             bs = s.batch_stats[size]
-            b = m.batch_stats.add(batch_size=bs.batch_size)
+            b = m.batch_stats.add(batch_size=_u64(bs.batch_size))
             _duration(b.compute_input, bs.compute_input)
             _duration(b.compute_infer, bs.compute_infer)
             _duration(b.compute_output, bs.compute_output)
         for mu in s.memory_usage:
-            m.memory_usage.add(type=mu.type, id=mu.id, byte_size=mu.byte_size)
+            m.memory_usage.add(type=mu.type, id=mu.id, byte_size=_u64(mu.byte_size))
     return out
 
 

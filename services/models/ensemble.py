@@ -46,6 +46,7 @@ from naiad.kernel.inference.types import (
 )
 
 from . import repository as repo
+from .recorder import StatsRecorder
 
 log = logging.getLogger("naiad.services.models")
 
@@ -102,9 +103,15 @@ class EnsemblePlan:
         """`resolve(model, version)` returns a composing model's LoadedVersion or raises."""
         name = config.name
         self.name = name
+        if config.instance_group:
+            raise InferenceError.invalid(f"instance group should not be specified for ensemble '{name}'")
+        if config.HasField("optimization"):
+            raise InferenceError.invalid(f"optimization should not be specified for ensemble '{name}'")
+        if config.model_warmup:
+            raise InferenceError.invalid(f"model_warmup can not be specified for ensemble '{name}'")
         sched = config.ensemble_scheduling
         if not sched.step:
-            raise InferenceError.invalid(f"ensemble {name} must have at least one step")
+            raise InferenceError.invalid(f"must specify 'step' for ensemble '{name}'")
         self.steps = [_Step(i, s) for i, s in enumerate(sched.step)]
         self.outputs = [o.name for o in config.output]
         inputs = {i.name for i in config.input}
@@ -188,6 +195,26 @@ class EnsemblePlan:
             raise InferenceError.invalid(
                 f"in ensemble {name}, the ensemble outputs originate from different decoupled models")
         self.decoupled = label_count > 0
+        self._needed: dict[frozenset[str], tuple[list[str], frozenset[int]]] = {}
+
+    def needed(self, requested: Sequence[str] | None) -> tuple[list[str], frozenset[int]]:
+        """(the ensemble outputs to send, the steps that must run for them): as Triton,
+        steps that feed none of the requested outputs are pruned."""
+        wanted = frozenset(self.outputs if requested is None else requested) & frozenset(self.outputs)
+        found = self._needed.get(wanted)
+        if found is None:
+            tensors = set(wanted)
+            steps: set[int] = set()
+            changed = True
+            while changed:
+                changed = False
+                for step in self.steps:
+                    if step.index not in steps and tensors.intersection(step.outputs.values()):
+                        steps.add(step.index)
+                        tensors.update(t for _, t in step.inputs)
+                        changed = True
+            found = self._needed[wanted] = ([o for o in self.outputs if o in wanted], frozenset(steps))
+        return found
 
 
 def _control_inputs(config: Any) -> set[str]:
@@ -235,21 +262,40 @@ class _StepSink(ResponseSink):
         self.run.step_finished(self, error)
 
 
+class _StepRequest(InferenceRequest):
+    """A step's request to a composing model: the composing model's compute times also
+    count for the ensemble, as Triton counts them."""
+
+    __slots__ = ("run",)
+
+    def add_compute(self, compute_input: int, compute_infer: int, compute_output: int) -> None:
+        self.run.add_compute(compute_input, compute_infer, compute_output)
+
+
 class _Run:
     """One ensemble request in flight."""
 
-    __slots__ = ("sched", "request", "sink", "children", "in_flight", "done", "emitted")
+    __slots__ = ("sched", "request", "sink", "batch_size", "children", "in_flight", "done", "emitted", "outputs",
+                 "steps", "queue_ns", "compute", "counted")
 
-    def __init__(self, sched: "EnsembleScheduler", request: InferenceRequest, sink: ResponseSink) -> None:
+    def __init__(self, sched: "EnsembleScheduler", request: InferenceRequest, sink: ResponseSink,
+                 batch_size: int) -> None:
         self.sched = sched
         self.request = request
         self.sink = sink
+        self.batch_size = batch_size
         self.children: list[CancelToken] = []
         self.in_flight = 0
         self.done = False
         self.emitted = 0
+        requested = None if request.outputs is None else [o.name for o in request.outputs]
+        self.outputs, self.steps = sched.plan.needed(requested)
+        self.queue_ns = 0
+        self.compute = [0, 0, 0]  # the composing models' compute input / infer / output ns
+        self.counted: bool | None = None  # None while running, then whether it succeeded
 
-    def start(self) -> None:
+    def start(self, enqueue_ns: int) -> None:
+        self.queue_ns = time.monotonic_ns() - enqueue_ns
         tensors = {t.name: t for t in self.request.inputs}
         self.advance(_Branch(tensors, set()))
         self.check_done()
@@ -259,12 +305,12 @@ class _Run:
         for step in plan.steps:
             if self.done:
                 return
-            if step.index in branch.launched:
+            if step.index in branch.launched or step.index not in self.steps:
                 continue
             if all(t in branch.tensors for _, t in step.inputs):
                 branch.launched.add(step.index)
                 self.launch(step, branch)
-        if not branch.emitted and not self.done and all(o in branch.tensors for o in plan.outputs):
+        if not branch.emitted and not self.done and all(o in branch.tensors for o in self.outputs):
             branch.emitted = True
             self.emit(branch)
 
@@ -276,13 +322,14 @@ class _Run:
             inputs.append(Tensor(model_input, t.datatype, t.shape, array=t._array, raw=t._raw, shm=t.shm))
         token = CancelToken()
         self.children.append(token)
-        child = InferenceRequest(
+        child = _StepRequest(
             step.model, inputs, model_version=step.version, id=parent.id,
             outputs=[RequestedOutput(name) for name in step.outputs],
             parameters=dict(parent.parameters), priority=parent.priority, timeout_us=parent.timeout_us,
             sequence_id=parent.sequence_id, sequence_start=parent.sequence_start,
             sequence_end=parent.sequence_end, flags=parent.flags, cancel=token,
             protocol=parent.protocol or "ensemble", parent=parent)
+        child.run = self
         self.in_flight += 1
         try:
             self.sched.submit(child, _StepSink(self, step, branch))
@@ -319,12 +366,13 @@ class _Run:
 
     def emit(self, branch: _Branch) -> None:
         sched = self.sched
-        outputs = [branch.tensors[o] for o in sched.plan.outputs]
+        outputs = [branch.tensors[o] for o in self.outputs]
         self.emitted += 1
         if sched.plan.decoupled:
             self.sink.send(InferenceResponse(sched.name, sched.version, outputs, id=self.request.id, final=False))
         else:
             self.close()
+            self.count_success()
             self.sink.send(InferenceResponse(sched.name, sched.version, outputs, id=self.request.id))
 
     def check_done(self) -> None:
@@ -332,19 +380,37 @@ class _Run:
             return
         if self.sched.plan.decoupled:
             self.close()
+            self.count_success()
             self.sink.finish()
         elif not self.emitted:
-            self.fail(InferenceError.internal(
-                f"in ensemble {self.sched.name}, at least one output is not set while no more ensemble steps can "
-                f"be made (a composing model did not return an output its step maps)"))
+            self.fail(InferenceError.invalid(
+                f"[request id: {self.request.id or '<id_unknown>'}] unexpected deadlock, at least one output is not "
+                f"set while no more ensemble steps can be made"))
+
+    def count_success(self) -> None:
+        """As Triton: a successful ensemble request is one execution of the ensemble, whose
+        compute times are its composing models'."""
+        ci, cf, co = self.compute
+        self.counted = True
+        self.sched.recorder.add_execution(max(1, self.batch_size), 1, self.queue_ns, ci, cf, co)
+
+    def add_compute(self, ci: int, cf: int, co: int) -> None:
+        if self.counted is None:
+            self.compute[0] += ci
+            self.compute[1] += cf
+            self.compute[2] += co
+        elif self.counted:  # a step's times arrive after its response ended the ensemble
+            self.sched.recorder.add_compute(max(1, self.batch_size), ci, cf, co)
 
     def fail(self, error: InferenceError) -> None:
         if self.done:
             return
         self.close()
+        self.counted = False
         for token in self.children:
             token.cancel()
-        self.sink.finish(error)
+        # Triton names the ensemble in every error it answers.
+        self.sink.finish(InferenceError(f"in ensemble '{self.sched.name}', {error.message}", error.code))
 
     def cancel(self) -> None:
         if self.done:
@@ -362,11 +428,13 @@ class _Run:
 class EnsembleScheduler:
     """The "scheduler" of an ensemble: runs each request's DAG (interface of `Scheduler`)."""
 
-    def __init__(self, name: str, version: int, plan: EnsemblePlan, submit: Submit | None) -> None:
+    def __init__(self, name: str, version: int, plan: EnsemblePlan, submit: Submit | None,
+                 recorder: StatsRecorder) -> None:
         self.name = name
         self.version = str(version)
         self.plan = plan
         self._submit = submit
+        self.recorder = recorder
         self.active: set[_Run] = set()
         self.closing = False
 
@@ -383,13 +451,14 @@ class EnsembleScheduler:
         pass
 
     def enqueue(self, request: InferenceRequest, sink: ResponseSink, batch_size: int) -> None:
+        enqueue_ns = time.monotonic_ns()
         if self.closing:
             raise InferenceError.unavailable(f"model '{self.name}' is unloading")
-        run = _Run(self, request, sink)
+        run = _Run(self, request, sink, batch_size)
         self.active.add(run)
         request.cancel.on_cancel(run.cancel)
         if not run.done:
-            run.start()
+            run.start(enqueue_ns)
 
     async def drain_and_stop(self, timeout: float | None = None) -> None:
         self.closing = True

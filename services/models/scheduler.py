@@ -23,7 +23,7 @@ from naiad.kernel.inference.backend import ModelInstance
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, ResponseSink
 
-from .recorder import StatsRecorder
+from .recorder import Skipped, StatsRecorder
 
 log = logging.getLogger("naiad.services.models")
 
@@ -77,7 +77,7 @@ class BatchingConfig:
             for lvl, p in db.priority_queue_policy.items():
                 if 1 <= lvl <= self.levels:
                     self.policies[int(lvl)] = _policy(p)
-        self.any_timeouts = any(p.default_timeout_us or p.allow_timeout_override for p in self.policies.values())
+        self.any_timeouts = any(p.default_timeout_us for p in self.policies.values())
 
 
 def shape_key(request: InferenceRequest, batching: bool) -> Any:
@@ -152,17 +152,16 @@ class Scheduler:
         if self._closing:
             raise InferenceError.unavailable(f"model '{self.model_name}' is unloading")
         cfg = self.cfg
+        # As Triton: priority 0, or one above the model's levels, is the default level.
         level = request.priority if 1 <= request.priority <= cfg.levels else cfg.default_level
-        if request.priority and not (1 <= request.priority <= cfg.levels) and cfg.levels > 1:
-            raise InferenceError.invalid(
-                f"invalid priority {request.priority} for model '{self.model_name}' (levels 1 to {cfg.levels})")
         policy = cfg.policies[level]
         queue = self.levels[level]
         if policy.max_queue_size and len(queue) >= policy.max_queue_size:
-            raise InferenceError.unavailable("Exceeds maximum queue size")
+            raise InferenceError.unavailable(f"[request id: {request.id or '<id_unknown>'}] Exceeds maximum queue size")
         pending = Pending(request, sink, batch_size, shape_key(request, cfg.dynamic))
         timeout_us = policy.default_timeout_us
-        if policy.allow_timeout_override and request.timeout_us:
+        # A request's own timeout may only shorten the policy's default (none: no timeout).
+        if policy.allow_timeout_override and 0 < request.timeout_us < timeout_us:
             timeout_us = request.timeout_us
         if timeout_us:
             pending.deadline_ns = pending.enqueue_ns + timeout_us * 1000
@@ -214,7 +213,7 @@ class Scheduler:
                     if policy.reject_on_timeout:
                         self.size -= 1
                         self.recorder.dequeued()
-                        p.sink.finish(InferenceError.unavailable("Request timeout expired"))
+                        p.sink.finish(Skipped.unavailable("Request timeout expired"))
                     else:
                         p.deadline_ns = 0
                         self.delayed.append(p)
@@ -314,7 +313,7 @@ class Scheduler:
             if len(live) != len(batch):
                 for i, p in enumerate(batch):
                     if p.request.cancel.cancelled:
-                        p.sink.finish(InferenceError.cancelled("request cancelled before execution"))
+                        p.sink.finish(Skipped.cancelled("request cancelled before execution"))
                 requests = [requests[i] for i in live]
                 sinks = [sinks[i] for i in live]
                 batch = [batch[i] for i in live]
@@ -336,7 +335,7 @@ class Scheduler:
                 return
             queue_ns = sum(now - p.enqueue_ns for p in batch)
             batch_size = sum(p.batch_size for p in batch)
-            self.recorder.executed(batch_size, len(batch), queue_ns, times)
+            self.recorder.executed(batch_size, len(batch), queue_ns, times, requests)
             for r in requests:
                 trace = r.trace
                 if trace is not None:

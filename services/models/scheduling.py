@@ -81,7 +81,7 @@ class SchedulingContext:
             if config.HasField("response_cache") and config.response_cache.enable:
                 log.warning("model '%s': the response cache does not serve ensembles; their composing models "
                             "may use it", lv.name)
-            return ensemble.EnsembleScheduler(lv.name, lv.version, plan, self.submit)
+            return ensemble.EnsembleScheduler(lv.name, lv.version, plan, self.submit, lv.recorder)
         wants_cache = response_cache.check_config(config)
         instances = lv.instances = self._limited(lv, lv.instances)  # closing one frees its gate
         if config.HasField("sequence_batching"):

@@ -20,11 +20,11 @@ Two strategies, as in Triton:
   dynamic batcher (`oldest.preferred_batch_size`, `max_queue_delay_microseconds`).
 
 A sequence with no request for `max_sequence_idle_microseconds` is ended and its slot
-freed; its next request is refused with Triton's "must specify the START flag" error
-(naiad adds that the sequence expired). With `iterative_sequence: true` a request
-without a correlation id starts a sequence of its own, the model may release it with
-RESCHEDULE (`ResponseSink.reschedule()`) to run it again in a later batch, and the
-sequence ends when the request is released without it.
+freed; its next request is refused with Triton's "must specify the START flag" error. A
+sequence that waited in the backlog is idle from the moment it gets its slot. With
+`iterative_sequence: true` a request without a correlation id starts a sequence of its
+own, the model may release it with RESCHEDULE (`ResponseSink.reschedule()`) to run it
+again in a later batch, and the sequence ends when the request is released without it.
 
 A cancelled request still queued is removed with its whole sequence (slot freed, queued
 requests answered CANCELLED), as Triton does; one that is executing is the backend's
@@ -38,7 +38,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -49,7 +49,7 @@ from naiad.kernel.inference.datatypes import CONFIG_ENUM_NAME, CONFIG_TO_WIRE, W
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, RequestedOutput, ResponseSink, Tensor
 
-from .recorder import StatsRecorder
+from .recorder import Skipped, StatsRecorder
 from .scheduler import BatchingConfig, Scheduler
 
 log = logging.getLogger("naiad.services.models")
@@ -62,6 +62,9 @@ _CORRID_TYPES = ("UINT64", "INT64", "UINT32", "INT32", "BYTES")
 
 # Where a queued request is (for cancellation).
 _QUEUED, _RUNNING, _DONE = 0, 1, 2
+
+# How an execution that ended in RESCHEDULE counts for a non-decoupled model.
+_NO_RESPONSE = InferenceError.internal("request released with RESCHEDULE")
 
 
 def _wire(enum_value: int) -> str:
@@ -120,6 +123,7 @@ class SequenceSettings:
         self.batching = config.max_batch_size > 0
         self.max_batch_size = max(1, int(config.max_batch_size))
         self.iterative = bool(sb.iterative_sequence)
+        self.decoupled = bool(config.model_transaction_policy.decoupled)
         self.oldest = sb.HasField("oldest")
         self.idle_ns = int(sb.max_sequence_idle_microseconds or 1_000_000) * 1000
         if self.oldest:
@@ -436,6 +440,9 @@ class _DirectBatcher:
                 sinks.append(_NULL_SINK)
         sched.recorder.dequeued(len(real))
         start = time.monotonic_ns()
+        # Before executing: a request released with RESCHEDULE re-enters the queue (and
+        # restarts its queue clock) before execute returns.
+        queue_ns = sum(start - i.enqueue_ns for i in real)
         times: ExecutionTimes | None = None
         try:
             times = await self.instance.execute(requests, sinks)
@@ -454,7 +461,7 @@ class _DirectBatcher:
             for s in sinks:
                 s.released()  # type: ignore[attr-defined]
         if times is not None and real:
-            sched.recorder.executed(len(real), len(real), sum(start - i.enqueue_ns for i in real), times)
+            sched.recorder.executed(len(real), len(real), queue_ns, times, [i.request for i in real])
 
 
 class _ReleasingInstance(ModelInstance):
@@ -556,7 +563,6 @@ class SequenceScheduler:
         self.backlog: deque[_Backlog] = deque()
         self.backlog_by_id: dict[Any, _Backlog] = {}
         self.last_seen: dict[Any, int] = {}
-        self.expired: OrderedDict[Any, None] = OrderedDict()  # recently ended by the idle timer
         self.closing = False
         self._tasks: list[asyncio.Task] = []
 
@@ -624,12 +630,9 @@ class SequenceScheduler:
         request.cancel.on_cancel(lambda: self._cancel(item))
 
     def _unknown_sequence(self, corrid: Any) -> InferenceError:
-        message = (f"inference request for sequence {corrid} to model '{self.model_name}' must specify the START "
-                   f"flag on the first request of the sequence")
-        if corrid in self.expired:
-            message += (f" (sequence {corrid} was ended after {self.settings.idle_ns // 1000} us without a request: "
-                        f"max_sequence_idle_microseconds)")
-        return InferenceError.invalid(message)
+        return InferenceError.invalid(
+            f"inference request for sequence {corrid} to model '{self.model_name}' must specify the START "
+            f"flag on the first request of the sequence")
 
     def _place(self, item: _Item) -> None:
         """Route a request to its sequence's slot, its backlog, a free slot or a new
@@ -643,7 +646,6 @@ class SequenceScheduler:
             raise self._unknown_sequence(corrid)
         self.last_seen[corrid] = time.monotonic_ns()
         if start:
-            self.expired.pop(corrid, None)
             if slot is not None or backlog is not None:
                 log.warning("sequence %s for model '%s' has a conflict. The previous sequence did not end before "
                             "this sequence start. Previous sequence will be terminated early.", corrid,
@@ -769,8 +771,11 @@ class SequenceScheduler:
         request.sequence_start = False
         request.sequence_end = False
         item.state = _QUEUED
+        # Triton's Python backend reports every execution: one released with RESCHEDULE
+        # is a success of a decoupled model, and a failure (no response) of any other.
+        self.recorder.request_done(request.arrival_ns, None if self.settings.decoupled else _NO_RESPONSE)
         if request.cancel.cancelled:
-            item.sink.finish(InferenceError.cancelled("request cancelled"))
+            item.sink.finish(Skipped.cancelled("request cancelled"))
             slot = self.active.get(item.corrid)
             if slot is not None and item.owner:
                 self._end_sequence(item.corrid, slot)
@@ -804,7 +809,7 @@ class SequenceScheduler:
         leftovers = [i for i in slot.queue]
         slot.queue.clear()
         for item in leftovers:
-            self._finish_queued(item, InferenceError.cancelled("request cancelled: its sequence was ended"))
+            self._finish_queued(item, Skipped.cancelled("request cancelled: its sequence was ended"))
         while self.backlog:
             backlog = self.backlog.popleft()
             if not backlog.queue:
@@ -815,6 +820,8 @@ class SequenceScheduler:
             slot.corrid = corrid
             if not backlog.ended:
                 self.active[corrid] = slot
+                # Idle time counts from here: the wait for a slot is not idleness.
+                self.last_seen[corrid] = time.monotonic_ns()
             for item in backlog.queue:
                 item.where = slot
                 slot.queue.append(item)
@@ -839,7 +846,7 @@ class SequenceScheduler:
         if item.state != _QUEUED:
             return
         where = item.where
-        err = InferenceError.cancelled("request cancelled")
+        err = Skipped.cancelled("request cancelled")
         corrid = item.corrid
         if isinstance(where, _Backlog):
             try:
@@ -877,15 +884,9 @@ class SequenceScheduler:
                 if slot is not None:
                     log.info("model '%s': sequence %s idle for more than %d us; ending it", self.model_name,
                              corrid, idle_ns // 1000)
-                    self._remember_expired(corrid)
                     self._end_sequence(corrid, slot)
                 elif corrid in self.backlog_by_id:
                     next_due = min(next_due, 50_000_000)  # waiting for a slot: look again soon
                 else:
                     del self.last_seen[corrid]
             await asyncio.sleep(max(next_due, 1_000_000) / 1e9)
-
-    def _remember_expired(self, corrid: Any) -> None:
-        self.expired[corrid] = None
-        while len(self.expired) > 1024:
-            self.expired.popitem(last=False)

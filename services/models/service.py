@@ -73,16 +73,34 @@ class _StreamSink(ResponseSink):
             response = InferenceResponse(self.lv.name, self.lv.version_str, id=self.request.id,
                                          error=exc, final=response.final)
         if response.final:
-            self.lv.recorder.request_done(self.request.arrival_ns, response.error is None)
+            self.lv.recorder.request_done(self.request.arrival_ns, response.error)
             if self.request.trace is not None:
                 self.request.trace.stamp("REQUEST_END")
         self.inner.send(response)
 
     def finish(self, error: InferenceError | None = None) -> None:
-        self.lv.recorder.request_done(self.request.arrival_ns, error is None)
+        self.lv.recorder.request_done(self.request.arrival_ns, error)
         if self.request.trace is not None:
             self.request.trace.stamp("REQUEST_END")
         self.inner.finish(error)
+
+
+def _count_when_done(sink: FutureSink, lv: LoadedVersion, request: InferenceRequest) -> None:
+    """The caller stopped waiting, but the request may still run: count it when it ends,
+    as Triton counts what its model reports."""
+    later = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future) -> None:
+        if f.cancelled():
+            return
+        exc = f.exception()
+        error = exc if exc is not None else f.result().error
+        if error is not None and not isinstance(error, InferenceError):
+            error = InferenceError.internal(str(error))
+        lv.recorder.request_done(request.arrival_ns, error)
+
+    later.add_done_callback(done)
+    sink.future = later
 
 
 class ModelService(Service):
@@ -199,18 +217,20 @@ class ModelService(Service):
         lv, batch = self._prepare(request)
         self._refuse_decoupled(lv, request)
         future = asyncio.get_running_loop().create_future()
-        lv.scheduler.enqueue(request, FutureSink(future), batch)  # type: ignore[union-attr]
+        sink = FutureSink(future)
+        lv.scheduler.enqueue(request, sink, batch)  # type: ignore[union-attr]
         try:
             response: InferenceResponse = await future
-        except InferenceError:
-            lv.recorder.request_done(request.arrival_ns, False)
+        except InferenceError as exc:
+            lv.recorder.request_done(request.arrival_ns, exc)
             raise
         except asyncio.CancelledError:
             request.cancel.cancel()  # the caller went away: the model sees is_cancelled()
+            _count_when_done(sink, lv, request)
             raise
         if response.error is None and request.outputs:
             self._postprocess(lv, request, response)
-        lv.recorder.request_done(request.arrival_ns, response.error is None)
+        lv.recorder.request_done(request.arrival_ns, response.error)
         if request.trace is not None:
             for t in response.outputs:
                 request.trace.tensor("TENSOR_BACKEND_OUTPUT", t)

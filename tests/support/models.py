@@ -33,6 +33,24 @@ class TritonPythonModel:
         return out
 '''
 
+# Sleeps `delay` seconds (a string parameter of its config), then echoes INPUT0.
+DELAYED_IDENTITY_MODEL = '''
+import json
+import time
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = json.loads(args["model_config"]).get("parameters", {})
+        self.delay = float(params.get("delay", {}).get("string_value", "0"))
+
+    def execute(self, requests):
+        time.sleep(self.delay)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())]) for r in requests]
+'''
+
 
 def identity_config(name: str, datatype: str = "TYPE_FP32", dims: str = "[ -1 ]", max_batch_size: int = 0,
                     extra: str = "") -> str:
