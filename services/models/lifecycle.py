@@ -38,6 +38,7 @@ class LoadedVersion:
         self.decoupled = bool(spec.config.model_transaction_policy.decoupled)
         self.instances: list[ModelInstance] = []
         self.scheduler: Scheduler | None = None
+        self.signatures: dict[ModelInstance, bytes] = {}  # what each instance is (instances.signature)
         self.recorder = recorder
         self.state = State.LOADING
         self.reason = ""
@@ -64,6 +65,7 @@ class ModelRecord:
         self.state = State.UNKNOWN  # for models with no version entries
         self.reason = ""
         self.fingerprint = ""
+        self.files_fingerprint = ""  # of the files but config.pbtxt at the last load (in-place updates)
         self.model_dir: Path | None = None
         self.temp_dir: Any = None  # a TemporaryDirectory for file-override loads
         self.wanted = False  # loaded at start or on request; counts for strict readiness

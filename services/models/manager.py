@@ -5,6 +5,8 @@ Loading one model: read config.pbtxt (or the JSON override), fill Triton's defau
 the backend auto-complete it, pick versions by policy, create every instance, start the
 scheduler — then swap it in. A reload builds the new versions fully before the old ones
 stop, so the model keeps serving throughout; a failed reload leaves the old ones serving.
+A reload that changes only `instance_group` (model files unchanged) updates a serving
+version in place instead, as Triton does (instances.py).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from typing import Any, Awaitable, Callable
 
 from naiad.kernel.importer import import_from_string
 from naiad.kernel.inference import model_config as mcfg
-from naiad.kernel.inference.backend import Backend, BackendContext, InstanceSpec, ModelSpec
+from naiad.kernel.inference.backend import Backend, BackendContext, ModelSpec
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.messages import ModelIndexEntry, ModelStateChanged
 
-from . import ensemble
+from . import ensemble, instances
 from . import repository as repo
 from .lifecycle import LoadedVersion, ModelRecord, State
 from .recorder import StatsRecorder
@@ -53,6 +55,16 @@ def _has_gpu() -> bool:
     from naiad.ext.cuda_path import has_gpu
 
     return has_gpu()
+
+
+class PollFailed(InferenceError):
+    """No config could be read from a model folder: the caller gets Triton's words for it
+    (the model, if serving, serves on), the log and the model index the reason."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"failed to load '{name}', failed to poll from model repository", ErrorCode.INTERNAL)
+        self.reason = reason
+        log.error("Poll failed for model directory '%s': %s", name, reason)
 
 
 class ModelManager:
@@ -160,18 +172,21 @@ class ModelManager:
 
     async def _read_config(self, name: str, model_dir: Path, override: str | None) -> tuple[Any, str, list[int]]:
         config_path = model_dir / repo.CONFIG_FILE
-        if override is not None:
-            config = mcfg.parse_json(override, f"config override of '{name}'")
-        elif config_path.exists():
-            config = mcfg.parse_file(config_path)
-        elif self.auto_complete:
-            config = mcfg.ModelConfig()
-        else:
-            raise InferenceError.invalid(
-                f"failed to load '{name}': no {repo.CONFIG_FILE} in {model_dir} and auto-complete is disabled")
-        if config.name and config.name != name:
-            raise InferenceError.invalid(
-                f"unexpected 'name' in model configuration: expected '{name}', got '{config.name}'")
+        try:
+            if override is not None:
+                config = mcfg.parse_json(override, f"config override of '{name}'")
+            elif config_path.exists():
+                config = mcfg.parse_file(config_path)
+            elif self.auto_complete:
+                config = mcfg.ModelConfig()
+            else:
+                raise InferenceError.invalid(
+                    f"failed to load '{name}': no {repo.CONFIG_FILE} in {model_dir} and auto-complete is disabled")
+            if config.name and config.name != name:
+                raise InferenceError.invalid(
+                    f"unexpected 'name' in model configuration: expected '{name}', got '{config.name}'")
+        except InferenceError as exc:
+            raise PollFailed(name, exc.message) from None
         config.name = name
         available = repo.version_folders(model_dir)
         backend_name = self._backend_name(config, model_dir, available)
@@ -209,32 +224,14 @@ class ModelManager:
         spec = ModelSpec(name=name, version=version, repository=location_repo, model_dir=model_dir, config=config)
         lv = LoadedVersion(spec, backend, StatsRecorder(name, version))
         lv.load_labels()
-        instance_specs = []
-        for group in config.instance_group:
-            kind = mcfg.kind_name(group.kind)
-            devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
-            index = 0
-            for device in devices:
-                for _ in range(group.count):
-                    instance_specs.append(InstanceSpec(
-                        name=f"{group.name}_{index}", kind=kind, device_id=device, group=group.name, index=index))
-                    index += 1
-        results = await asyncio.gather(*(backend.create_instance(spec, i) for i in instance_specs),
-                                       return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        created = [r for r in results if not isinstance(r, BaseException)]
-        if errors:
-            await asyncio.gather(*(inst.close() for inst in created), return_exceptions=True)
-            err = errors[0]
-            if isinstance(err, InferenceError):
-                raise err
-            raise InferenceError.internal(f"{err.__class__.__name__}: {err}")
-        lv.instances = list(created)
+        planned = instances.plan(config)
+        lv.instances = await instances.create(backend, spec, planned)
         try:
             lv.scheduler = self.scheduling.create(lv, self._spawn)
         except BaseException:
             await asyncio.gather(*(inst.close() for inst in lv.instances), return_exceptions=True)
             raise
+        lv.signatures = {inst: p.signature for inst, p in zip(lv.instances, planned)}
         lv.scheduler.start()
         return lv
 
@@ -274,8 +271,10 @@ class ModelManager:
                     model_dir, repository = location.model_dir, location.repository
                 # Only poll mode compares fingerprints; elsewhere the folder walk is wasted.
                 fp = repo.fingerprint(model_dir) if self.control_mode == "poll" else ""
+                files_fp = repo.fingerprint(model_dir, skip_config=True) if temp_dir is None else ""
                 started = time.monotonic()
-                new_versions = await self._load_versions(name, model_dir, repository, config_override)
+                new_versions = await self._load_versions(name, model_dir, repository, config_override,
+                                                         self._updatable(record, model_dir, files_fp))
             except InferenceError as exc:
                 if temp_dir is not None:
                     temp_dir.cleanup()
@@ -291,28 +290,41 @@ class ModelManager:
             old_temp = record.temp_dir
             record.versions = {lv.version: lv for lv in new_versions}
             record.fingerprint = fp
+            record.files_fingerprint = files_fp
             record.model_dir = model_dir
             record.temp_dir = temp_dir
             record.state, record.reason = State.READY, ""
             for lv in new_versions:
-                self._set_state(lv, State.READY)
+                if lv.state is not State.READY:  # a version updated in place never stopped serving
+                    self._set_state(lv, State.READY)
             record.refresh_latest()
             log.info("loaded model '%s' version(s) %s in %.0f ms", name,
                      ", ".join(lv.version_str for lv in new_versions), (time.monotonic() - started) * 1000)
             # The new versions serve from here on; retire the old ones.
-            await asyncio.gather(*(self._retire(lv) for lv in old.values()))
+            await asyncio.gather(*(self._retire(lv) for v, lv in old.items() if record.versions.get(v) is not lv))
             if old_temp is not None:
                 old_temp.cleanup()
 
     def _record_failure(self, record: ModelRecord, exc: InferenceError) -> None:
-        log.error("failed to load '%s': %s", record.name, exc.message)
+        reason = exc.reason if isinstance(exc, PollFailed) else exc.message
+        log.error("failed to load '%s': %s", record.name, reason)
         if record.latest is None:  # nothing serving: the model is unavailable with this reason
             record.versions = {}
-            record.state, record.reason = State.UNAVAILABLE, exc.message
-            self._publish(ModelStateChanged(record.name, "", State.UNAVAILABLE.value, exc.message))
+            record.state, record.reason = State.UNAVAILABLE, reason
+            self._publish(ModelStateChanged(record.name, "", State.UNAVAILABLE.value, reason))
 
-    async def _load_versions(self, name: str, model_dir: Path, repository: Path,
-                             override: str | None) -> list[LoadedVersion]:
+    @staticmethod
+    def _updatable(record: ModelRecord, model_dir: Path, files_fp: str) -> dict[int, LoadedVersion]:
+        """The serving versions a reload may update in place (Triton's rule, with the config
+        check in `_load_versions`): same folder, model files unchanged (config.pbtxt aside),
+        neither this load nor the last one made from files sent with the request."""
+        if not files_fp or record.temp_dir is not None or record.model_dir != model_dir \
+                or record.files_fingerprint != files_fp:
+            return {}
+        return {v: lv for v, lv in record.versions.items() if lv.state is State.READY}
+
+    async def _load_versions(self, name: str, model_dir: Path, repository: Path, override: str | None,
+                             updatable: dict[int, LoadedVersion]) -> list[LoadedVersion]:
         attempts = self._load_retries + 1
         for attempt in range(attempts):
             try:
@@ -321,14 +333,21 @@ class ModelManager:
                 if not versions:
                     raise InferenceError.invalid(f"failed to load '{name}': no version is available")
                 backend = self._backend(backend_name)
+                # Only instance_group changed: Triton updates the serving version in place.
+                kept = [] if ensemble.is_ensemble(config) else [
+                    updatable[v] for v in versions
+                    if v in updatable and instances.only_instances_differ(updatable[v].config, config)]
                 built: list[LoadedVersion] = []
                 try:
                     for v in versions:
-                        built.append(await self._build_version(name, v, repository, model_dir, config, backend))
+                        if all(lv.version != v for lv in kept):
+                            built.append(await self._build_version(name, v, repository, model_dir, config, backend))
+                    for lv in kept:  # after every build, so that a failed build changes nothing
+                        await instances.update(lv, config, self.scheduling)
                 except BaseException:
                     await asyncio.gather(*(self._retire(lv, announce=False) for lv in built), return_exceptions=True)
                     raise
-                return built
+                return sorted(built + kept, key=lambda lv: lv.version)
             except InferenceError as exc:
                 if attempt + 1 >= attempts:
                     raise

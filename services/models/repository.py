@@ -99,13 +99,17 @@ def select_versions(config, available: list[int]) -> list[int]:
     return sorted(available)[-max(n, 1):] if available else []
 
 
-def fingerprint(model_dir: Path) -> str:
-    """Changes whenever a file under the model folder is added, removed or modified."""
+def fingerprint(model_dir: Path, skip_config: bool = False) -> str:
+    """Changes whenever a file under the model folder is added, removed or modified
+    (`skip_config`: any file but its config.pbtxt, Triton's "model files")."""
     h = hashlib.sha1()
-    for root, dirs, files in os.walk(model_dir):
+    top = os.fspath(model_dir)
+    for root, dirs, files in os.walk(top):
         dirs.sort()
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         for f in sorted(files):
+            if skip_config and f == CONFIG_FILE and root == top:
+                continue
             p = os.path.join(root, f)
             try:
                 st = os.stat(p)

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from naiad.kernel.inference.backend import ModelInstance
 from naiad.kernel.inference.errors import InferenceError
@@ -109,6 +109,9 @@ class Scheduler:
         self._idle: deque[asyncio.Future] = deque()
         self._arrival: asyncio.Future | None = None  # a worker waiting for more to batch
         self._workers: list[asyncio.Task] = []
+        self._workers_of: dict[int, list[asyncio.Task]] = {}  # id(instance) -> its workers
+        self._removed: set[int] = set()  # id() of instances that take no more batches
+        self._started = 0  # instances given workers so far (names them)
         self._running = 0  # batches executing
         self._closing = False
         self._drained: asyncio.Event | None = None
@@ -116,9 +119,8 @@ class Scheduler:
     # ------------------------------------------------------------------ lifecycle --
 
     def start(self) -> None:
-        for idx, inst in enumerate(self.instances):
-            for slot in range(max(1, int(getattr(inst, "max_inflight", 1)))):
-                self._workers.append(self._spawn(self._worker(inst), f"{self.model_name}:{self.version}:worker{idx}.{slot}"))
+        for inst in self.instances:
+            self._start_workers(inst)
         if self.cfg.any_timeouts:
             self._workers.append(self._spawn(self._sweep_timeouts(), f"{self.model_name}:{self.version}:timeouts"))
 
@@ -137,6 +139,33 @@ class Scheduler:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
+
+    def _start_workers(self, inst: ModelInstance) -> None:
+        idx, self._started = self._started, self._started + 1
+        tasks = [self._spawn(self._worker(inst), f"{self.model_name}:{self.version}:worker{idx}.{slot}")
+                 for slot in range(max(1, int(getattr(inst, "max_inflight", 1))))]
+        self._workers_of[id(inst)] = tasks
+        self._workers.extend(tasks)
+
+    def add_instances(self, instances: Sequence[ModelInstance]) -> None:
+        for inst in instances:
+            self.instances.append(inst)
+            self._start_workers(inst)
+
+    async def remove_instances(self, instances: Sequence[ModelInstance],
+                               close: Callable[[ModelInstance], Awaitable[None]]) -> None:
+        """The instances finish the batch they run and take no other; then they are closed."""
+        gone = {id(inst) for inst in instances}
+        self._removed |= gone
+        self.instances = [i for i in self.instances if id(i) not in gone]
+        self._wake_all()  # idle workers of removed instances see it and leave
+        tasks = [t for inst in instances for t in self._workers_of.pop(id(inst), ())]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers = [w for w in self._workers if w not in tasks]
+        self._removed -= gone
+        if self.size:
+            self._wake_all()  # a removed worker may have been the one collecting a batch
+        await asyncio.gather(*(close(inst) for inst in instances))
 
     def fail_all(self, error: InferenceError) -> None:
         for q in (*self.levels.values(), self.delayed):
@@ -262,11 +291,14 @@ class Scheduler:
         self.recorder.dequeued(len(batch))
         return batch
 
-    async def _next_batch(self) -> list[Pending] | None:
+    async def _next_batch(self, instance: ModelInstance) -> list[Pending] | None:
         loop = asyncio.get_running_loop()
+        removed = self._removed
         while True:
+            if removed and id(instance) in removed:
+                return None
             while self.size == 0:
-                if self._closing:
+                if self._closing or (removed and id(instance) in removed):
                     return None
                 fut = loop.create_future()
                 self._idle.append(fut)
@@ -298,7 +330,7 @@ class Scheduler:
 
     async def _worker(self, instance: ModelInstance) -> None:
         while True:
-            batch = await self._next_batch()
+            batch = await self._next_batch(instance)
             if batch is None:
                 return
             await self._run(instance, batch)

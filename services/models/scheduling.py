@@ -10,21 +10,24 @@ while its rate-limiter resources are held (rate_limiter.py); with the response c
 config, the scheduler is wrapped by the cache (cache.py).
 
 All schedulers share one interface: `start()`, `enqueue(request, sink, batch_size)`,
-`await drain_and_stop(timeout)`.
+`await drain_and_stop(timeout)`; all but the ensemble's also change instances while they
+serve (`add_instances`, `remove_instances`: a reload that changes only `instance_group`,
+see instances.py).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
-from naiad.kernel.inference import model_config as mcfg
 from naiad.kernel.inference.backend import ModelInstance
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, ResponseSink
 
 from . import cache as response_cache
 from . import ensemble
+from .instances import PlannedInstance
+from .instances import plan as instance_plan
 from .rate_limiter import RateLimitedInstance, RateLimiter
 from .scheduler import BatchingConfig, Scheduler
 from .sequence import SequenceScheduler
@@ -38,6 +41,17 @@ class ModelScheduler(Protocol):
     def enqueue(self, request: InferenceRequest, sink: ResponseSink, batch_size: int) -> None: ...
 
     async def drain_and_stop(self, timeout: float | None = None) -> None: ...
+
+
+class InstanceScheduler(ModelScheduler, Protocol):
+    def add_instances(self, instances: Sequence[ModelInstance]) -> None:
+        """Serve on `instances` from now on."""
+
+    async def remove_instances(self, instances: Sequence[ModelInstance],
+                               close: Callable[[ModelInstance], Awaitable[None]]) -> None:
+        """Give `instances` no new work; hand each to `close` once its running work is done
+        (the sequence batcher: once the sequences it holds have ended). Returns when every
+        instance that held no sequence is closed."""
 
 
 class SchedulingContext:
@@ -83,7 +97,8 @@ class SchedulingContext:
                             "may use it", lv.name)
             return ensemble.EnsembleScheduler(lv.name, lv.version, plan, self.submit, lv.recorder)
         wants_cache = response_cache.check_config(config)
-        instances = lv.instances = self._limited(lv, lv.instances)  # closing one frees its gate
+        lv.instances = [self.limit(lv, inst, p) for inst, p in zip(lv.instances, instance_plan(config))]
+        instances = lv.instances
         if config.HasField("sequence_batching"):
             if wants_cache:
                 log.warning("model '%s': the sequence batcher does not use the response cache", lv.name)
@@ -95,28 +110,14 @@ class SchedulingContext:
             scheduler = response_cache.CachingScheduler(scheduler, self.cache, lv.name, lv.version_str, lv.recorder)
         return scheduler
 
-    def _limited(self, lv: Any, instances: Sequence[ModelInstance]) -> list[ModelInstance]:
+    def limit(self, lv: Any, instance: ModelInstance, planned: PlannedInstance) -> ModelInstance:
+        """`instance` behind the rate limiter when it is on (closing it frees its gate)."""
         if self.limiter is None:
-            return list(instances)
-        out: list[ModelInstance] = []
-        groups = _instance_groups(lv.config)
-        for inst, (group, device) in zip(instances, groups):
-            rl = group.rate_limiter if group.HasField("rate_limiter") else None
-            gate = self.limiter.register(f"{lv.name}:{group.name}", rl, device)
-            out.append(RateLimitedInstance(inst, gate))
-        return out
-
-
-def _instance_groups(config: Any) -> list[tuple[Any, int]]:
-    """(group, device) per instance, in the order the manager creates instances."""
-    out = []
-    for group in config.instance_group:
-        kind = mcfg.kind_name(group.kind)
-        devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
-        for device in devices:
-            for _ in range(group.count):
-                out.append((group, device))
-    return out
+            return instance
+        group = planned.group
+        rl = group.rate_limiter if group.HasField("rate_limiter") else None
+        gate = self.limiter.register(f"{lv.name}:{group.name}", rl, planned.spec.device_id)
+        return RateLimitedInstance(instance, gate)
 
 
 def _no_models(name: str, version: str) -> Any:

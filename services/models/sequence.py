@@ -40,7 +40,7 @@ import logging
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 
@@ -370,6 +370,8 @@ class _DirectBatcher:
         self.instance = instance
         self.slots = [_Slot(self, i, next(order)) for i in range(slots)]
         self._wake: asyncio.Event | None = None
+        self.task: asyncio.Task | None = None
+        self.leaving: _Leaving | None = None  # its instance was removed by a reload
 
     def wake(self, slot: _Slot | None = None) -> None:
         if self._wake is not None:
@@ -486,14 +488,16 @@ class _ReleasingInstance(ModelInstance):
 
 
 class _OldestBatcher:
-    """All instances' slots; each sequence keeps at most one request in a dynamic batcher."""
+    """One instance's slots (max_candidate_sequences, as Triton's); each sequence keeps at
+    most one request in the instance's dynamic batcher."""
 
-    def __init__(self, sched: "SequenceScheduler", instances: Sequence[ModelInstance], config: Any,
+    def __init__(self, sched: "SequenceScheduler", index: int, instance: ModelInstance, config: Any,
                  recorder: StatsRecorder, spawn: Callable, order) -> None:
         self.sched = sched
-        self.index = 0
-        count = sched.settings.slots_per_instance * max(1, len(instances))
-        self.slots = [_Slot(self, i, next(order)) for i in range(count)]
+        self.index = index
+        self.instance = instance
+        self.leaving: _Leaving | None = None  # its instance was removed by a reload
+        self.slots = [_Slot(self, i, next(order)) for i in range(sched.settings.slots_per_instance)]
         synthetic = type(config)()
         synthetic.CopyFrom(config)
         synthetic.ClearField("sequence_batching")
@@ -502,7 +506,7 @@ class _OldestBatcher:
         db.preferred_batch_size.extend(oldest.preferred_batch_size)
         db.max_queue_delay_microseconds = oldest.max_queue_delay_microseconds
         db.preserve_ordering = oldest.preserve_ordering
-        self.inner = Scheduler(sched.model_name, sched.version, [_ReleasingInstance(i) for i in instances],
+        self.inner = Scheduler(sched.model_name, sched.version, [_ReleasingInstance(instance)],
                                BatchingConfig(synthetic), recorder, spawn)
 
     def busy(self) -> bool:
@@ -532,6 +536,17 @@ class _OldestBatcher:
         self.issue(slot)
 
 
+class _Leaving:
+    """A batcher whose instance a reload removed: the slots its sequences still hold, and
+    what closes the instance once they have ended (Triton's pending-removal slots)."""
+
+    __slots__ = ("held", "close")
+
+    def __init__(self, held: set[_Slot], close: Callable[[ModelInstance], Awaitable[None]]) -> None:
+        self.held = held
+        self.close = close
+
+
 # ---------------------------------------------------------------------- the scheduler --
 
 
@@ -549,12 +564,10 @@ class SequenceScheduler:
         self.recorder = recorder
         self._spawn = spawn
         self.declared_outputs = tuple(declared_outputs)
-        order = itertools.count()
-        if self.settings.oldest:
-            self.batchers: list[Any] = [_OldestBatcher(self, instances, config, recorder, spawn, order)]
-        else:
-            self.batchers = [_DirectBatcher(self, i, inst, self.settings.slots_per_instance, order)
-                             for i, inst in enumerate(instances)]
+        self._config = config
+        self._order = itertools.count()
+        self._batcher_ids = itertools.count()
+        self.batchers: list[Any] = [self._new_batcher(inst) for inst in instances]
         # Free slots, lowest row first across instances (keeps batches dense).
         self._free: list[tuple[int, int, _Slot]] = [
             (s.index, b.index, s) for b in self.batchers for s in b.slots]
@@ -572,12 +585,22 @@ class SequenceScheduler:
     def size(self) -> int:
         return sum(len(s.queue) for b in self.batchers for s in b.slots) + sum(len(b.queue) for b in self.backlog)
 
+    def _new_batcher(self, instance: ModelInstance) -> Any:
+        index = next(self._batcher_ids)
+        if self.settings.oldest:
+            return _OldestBatcher(self, index, instance, self._config, self.recorder, self._spawn, self._order)
+        return _DirectBatcher(self, index, instance, self.settings.slots_per_instance, self._order)
+
+    def _start_batcher(self, b: Any) -> None:
+        if isinstance(b, _DirectBatcher):
+            b.task = self._spawn(b.run(), f"{self.model_name}:{self.version}:sequence{b.index}")
+            self._tasks.append(b.task)
+        else:
+            b.inner.start()
+
     def start(self) -> None:
         for b in self.batchers:
-            if isinstance(b, _DirectBatcher):
-                self._tasks.append(self._spawn(b.run(), f"{self.model_name}:{self.version}:sequence{b.index}"))
-            else:
-                b.inner.start()
+            self._start_batcher(b)
         self._tasks.append(self._spawn(self._reap(), f"{self.model_name}:{self.version}:sequence-reaper"))
 
     async def drain_and_stop(self, timeout: float | None = None) -> None:
@@ -603,6 +626,46 @@ class SequenceScheduler:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+    # ------------------------------------------------------------------ instance updates --
+
+    def add_instances(self, instances: Sequence[ModelInstance]) -> None:
+        for inst in instances:
+            b = self._new_batcher(inst)
+            self.batchers.append(b)
+            self._start_batcher(b)
+            for slot in b.slots:
+                self._release_slot(slot)  # a new slot: to the oldest backlogged sequence, else free
+
+    async def remove_instances(self, instances: Sequence[ModelInstance],
+                               close: Callable[[ModelInstance], Awaitable[None]]) -> None:
+        """As Triton: the removed instances' free slots go at once; a slot that holds a
+        sequence stays until the sequence ends, and an instance is closed when its last
+        slot has gone (and its last request has run)."""
+        gone = {id(i) for i in instances}
+        leaving = [b for b in self.batchers if id(b.instance) in gone]
+        for b in leaving:
+            b.leaving = _Leaving({slot for slot in b.slots if slot.corrid is not None}, close)
+        self._free = [e for e in self._free if e[2].batcher.leaving is None]
+        heapq.heapify(self._free)
+        await asyncio.gather(*(self._retire(b) for b in leaving if not b.leaving.held))
+
+    async def _retire(self, b: Any) -> None:
+        """Close a removed batcher's instance once its requests have run."""
+        try:
+            while b.busy():
+                await asyncio.sleep(0.01)
+            if b in self.batchers:
+                self.batchers.remove(b)
+            if isinstance(b, _DirectBatcher):
+                if b.task is not None:
+                    b.task.cancel()
+                    await asyncio.gather(b.task, return_exceptions=True)
+            else:
+                await b.inner.drain_and_stop()
+            await b.leaving.close(b.instance)
+        except Exception:  # noqa: BLE001 - a spawned task must not take the service down
+            log.exception("model '%s': closing a removed instance failed", self.model_name)
 
     # ------------------------------------------------------------------ enqueue --
 
@@ -810,6 +873,13 @@ class SequenceScheduler:
         slot.queue.clear()
         for item in leftovers:
             self._finish_queued(item, Skipped.cancelled("request cancelled: its sequence was ended"))
+        leaving = slot.batcher.leaving
+        if leaving is not None:  # its instance was removed by a reload: the slot goes with it
+            slot.states = None
+            leaving.held.discard(slot)
+            if not leaving.held:
+                self._spawn(self._retire(slot.batcher), f"{self.model_name}:{self.version}:retire{slot.batcher.index}")
+            return
         while self.backlog:
             backlog = self.backlog.popleft()
             if not backlog.queue:
