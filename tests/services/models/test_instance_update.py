@@ -84,13 +84,13 @@ def _cpu(count: int) -> str:
 
 
 class Setup:
-    def __init__(self, naiad, tmp_path: Path) -> None:
+    def __init__(self, naiad, tmp_path: Path, *flags: str) -> None:
         self.repo = tmp_path / "repo"
         self.events = tmp_path / "events.log"
         self.delay = tmp_path / "delay"
         self.fail = tmp_path / "fail"
         self.model_dir = write_model(self.repo, NAME, _config(_cpu(1)), COUNTED_MODEL)
-        self.proc = naiad("--model-repository", str(self.repo), "--model-control-mode=explicit",
+        self.proc = naiad("--model-repository", str(self.repo), *(flags or ["--model-control-mode=explicit"]),
                           env={"EVENTS": str(self.events), "DELAY_FILE": str(self.delay),
                                "FAIL_FILE": str(self.fail)})
         self.http = httpclient.InferenceServerClient(self.proc.http_address)
@@ -139,12 +139,15 @@ class Setup:
 
 
 @pytest.fixture
-def setup(naiad, tmp_path):
-    s = Setup(naiad, tmp_path)
+def setup(naiad, tmp_path, request):
+    s = Setup(naiad, tmp_path, *getattr(request, "param", ()))
     yield s
     s.grpc.close()
 
 
+# With the rate limiter on, instances are wrapped: added ones get their own gate.
+@pytest.mark.parametrize("setup", [(), ("--model-control-mode=explicit", "--rate-limit=execution_count")],
+                         indirect=True, ids=["plain", "rate-limited"])
 def test_count_up_and_down_creates_and_finalises_only_the_changed_instances(setup):
     setup.http.load_model(NAME)
     assert len(setup.events_of("initialize")) == 1
@@ -275,4 +278,18 @@ def test_sequences_keep_a_removed_instance_until_they_end(setup, strategy):
 
     setup.http.unload_model(NAME)
     assert len(setup.wait_events("finalize", 4)) == 4
+    assert setup.proc.stop() == 0
+
+
+@pytest.mark.parametrize("setup", [("--model-control-mode=poll", "--repository-poll-secs=1")], indirect=True)
+def test_poll_mode_applies_an_instance_group_change_in_place(setup):
+    assert len(setup.wait_events("initialize", 1)) == 1
+    first = setup.infer()
+    setup.write_config(_cpu(2))
+    inits = setup.wait_events("initialize", 2)
+    assert len(inits) == 2 and setup.events_of("finalize") == []
+    deadline = time.monotonic() + 20
+    while setup.instance_count() != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first in setup.pids_serving()
     assert setup.proc.stop() == 0
