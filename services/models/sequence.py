@@ -17,7 +17,11 @@ Two strategies, as in Triton:
   `minimum_slot_utilization` lets a batch wait to fill.
 * oldest: each sequence has at most one request in flight; the next one is issued when
   the last is released. In-flight requests of different sequences are batched by a
-  dynamic batcher (`oldest.preferred_batch_size`, `max_queue_delay_microseconds`).
+  dynamic batcher (`oldest.preferred_batch_size`, `max_queue_delay_microseconds`), one
+  per instance with `max_candidate_sequences` slots.
+
+A reload that removes an instance (`remove_instances`) frees its idle slots at once; its
+sequences keep their slots until they end, and the instance is closed after the last.
 
 A sequence with no request for `max_sequence_idle_microseconds` is ended and its slot
 freed; its next request is refused with Triton's "must specify the START flag" error. A
