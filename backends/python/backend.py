@@ -73,7 +73,6 @@ class PythonBackend(Backend):
             "model_dir": str(model_dir),
             "model_name": name,
             "label": f"{self.run_id}-{safe_name(name)}",
-            "log_verbose": int(self.context.log_verbose),
             "region_size": self.settings.region_size,
             "first_region_size": self.settings.first_region_size,
         }

@@ -54,11 +54,13 @@ from .ipc import (
     RESPONSES,
 )
 from .launcher import StubProcess
+from .metrics import StubMetrics
 
 logger = logging.getLogger("naiad.backends.python")
 
-#: Prefix of every batch-level failure, as Triton's Python backend words it (SPEC §8).
-FAILED = "Failed to process the request(s) for model '{model}', message: {message}"
+#: A failed batch of a non-decoupled model, as Triton's Python backend words it
+#: (python_be.cc); a decoupled model's requests get the stub's message as is.
+FAILED = "Failed to process the request(s) for model instance '{instance}', message: {message}"
 
 _LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
 # Send an explicit ACK (frees only) once this many stub blocks, or bytes, wait to be
@@ -147,6 +149,7 @@ class Session:
         self._eof_timer: asyncio.TimerHandle | None = None
         self.death: str = ""
         self.wakeups = 0  # reads of the socket that found data (for tests/benchmarks)
+        self.metrics = StubMetrics()  # the custom metrics the model made
         self.loop.add_reader(self.fd, self._on_readable)
         if self.stub.pidfd >= 0:
             self.loop.add_reader(self.stub.pidfd, self._on_exit)
@@ -351,7 +354,10 @@ class Session:
         elif cmd == BLS:
             self._spawn(self._bls(msg))
         elif cmd == CALL:
-            self._spawn(self._control(msg))
+            if self.metrics.handles(msg[3]):
+                self._metric_call(msg)
+            else:
+                self._spawn(self._control(msg))
         elif cmd == LOG:
             self._on_log(msg)
         elif cmd in (INIT_DONE, AUTO_COMPLETE_DONE, FINALIZE_DONE):
@@ -393,7 +399,7 @@ class Session:
             return
         name, version = self.model_name, self.model_version
         if error is not None:
-            err = InferenceError(FAILED.format(model=name, message=error), ErrorCode.INTERNAL)
+            err = InferenceError(FAILED.format(instance=self.instance_name, message=error), ErrorCode.INTERNAL)
             for req, sink in zip(batch.requests, batch.sinks):
                 sink.send(InferenceResponse(name, version, id=req.id, error=err))
         else:
@@ -432,8 +438,7 @@ class Session:
             return
         batch.exec_done = True
         if error is not None:
-            err = InferenceError(FAILED.format(model=self.model_name, message=error), ErrorCode.INTERNAL)
-            self._fail_open(batch, err)
+            self._fail_open(batch, InferenceError(error, ErrorCode.INTERNAL))
         for i in rescheduled:  # released with RESCHEDULE: this batch is done with them
             if batch.done[i]:
                 continue
@@ -545,6 +550,18 @@ class Session:
         params = {k: _plain(v) for k, v in resp.parameters.items()} if resp.parameters else {}
         self._send(BLS_RESULT, cid, final, (None, params, tuple(descs)), *block)
 
+    def _metric_call(self, msg: tuple) -> None:
+        """A custom-metric call: answered at once, in order (call id 0: no answer wanted)."""
+        _, _, cid, op, args = msg
+        try:
+            result = (None, self.metrics.call(op, args))
+        except InferenceError as exc:
+            result = ((int(exc.code), exc.message), None)
+        except (TypeError, ValueError, KeyError) as exc:  # arguments the stub got wrong
+            result = ((int(ErrorCode.INVALID_ARG), str(exc)), None)
+        if cid:
+            self._send(CALL_RESULT, cid, *result)
+
     async def _control(self, msg: tuple) -> None:
         _, _, cid, op, args = msg
         ctx = self.context
@@ -585,12 +602,10 @@ class Session:
             self.loop.remove_writer(self.fd)
 
     def _death_error(self) -> InferenceError:
+        # How it died is in the log (PythonModelInstance._on_death); clients get Triton's words.
         return InferenceError(
-            FAILED.format(
-                model=self.model_name,
-                message=f"Stub process for model instance '{self.instance_name}' died unexpectedly ({self.death})",
-            ),
-            ErrorCode.UNAVAILABLE,
+            FAILED.format(instance=self.instance_name, message=f"Stub process '{self.instance_name}' is not healthy."),
+            ErrorCode.INTERNAL,
         )
 
     def _fail_now(self, requests: Sequence[InferenceRequest], sinks: Sequence[ResponseSink], err: InferenceError) -> ExecutionTimes:
@@ -623,6 +638,7 @@ class Session:
         self.waiters.clear()
         for task in list(self.tasks):
             task.cancel()
+        self.metrics.release()
         self.stub.kill()
         self.stub.close_fds()
         self.ep.close()
@@ -712,7 +728,6 @@ class PythonModelInstance(ModelInstance):
         self._restart: asyncio.Task | None = None
         self._backoff = 0.0
         self._next_try = 0.0
-        self._last_error: InferenceError | None = None
         self.on_close: Callable[["PythonModelInstance"], None] | None = None
 
     @property
@@ -782,7 +797,6 @@ class PythonModelInstance(ModelInstance):
             session = await self._launch()
         except (InferenceError, OSError) as exc:
             err = exc if isinstance(exc, InferenceError) else InferenceError.internal(str(exc))
-            self._last_error = err
             self._backoff = min(max(self._backoff * 2, 0.5), self.settings.restart_backoff_max)
             self._next_try = time.monotonic() + self._backoff
             logger.error("restarting the stub of model instance '%s' failed: %s", self.instance.name, err.message)
@@ -793,7 +807,6 @@ class PythonModelInstance(ModelInstance):
         self.session = session
         self.restarts += 1
         self._backoff = 0.0
-        self._last_error = None
         return session
 
     async def _revive(self) -> Session | None:
@@ -810,12 +823,9 @@ class PythonModelInstance(ModelInstance):
         if session is None or session.dead:
             session = await self._revive()
             if session is None:
-                err = InferenceError.unavailable(
-                    FAILED.format(
-                        model=self.model.name,
-                        message=f"the stub of model instance '{self.instance.name}' is not available"
-                        + (f" ({self._last_error.message})" if self._last_error else ""),
-                    )
+                # Why the restart failed is in the log (_do_restart).
+                err = InferenceError.internal(
+                    FAILED.format(instance=self.instance.name, message="The stub process has exited unexpectedly.")
                 )
                 now = time.monotonic_ns()
                 for req, sink in zip(requests, sinks):

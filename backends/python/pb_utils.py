@@ -7,9 +7,9 @@ triton_python_backend_utils as pb_utils` works unchanged. The API follows Triton
 adds from C++), re-implemented in Python.
 
 Everything that needs the parent (BLS, model control, logging, cancellation, response
-senders) goes through the stub runtime bound with `_bind`; outside a stub those calls
-raise `TritonModelException`. Metrics (`MetricFamily`) are kept in the stub for now:
-they count and read back, but are not exported by the server's /metrics yet.
+senders, custom metrics) goes through the stub runtime bound with `_bind`; outside a stub
+those calls raise `TritonModelException`. Custom metrics (`MetricFamily`) live in the
+server, which shows them on /metrics; the stub holds handles.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import struct
 import sys
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,14 @@ def _require_runtime(what: str) -> Any:
     if _runtime is None:
         raise TritonModelException(f"{what} is only available inside a Python backend stub")
     return _runtime
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    """An argument Triton's C++ binding (pybind11) would refuse — None, or another type —
+    is a TypeError, as there; checks on the value itself are TritonModelExceptions."""
+    if value is None or not isinstance(value, kind):
+        raise TypeError(f"{where}: incompatible argument type {type(value).__name__}")
+    return value
 
 
 # --------------------------------------------------------------------------- errors --
@@ -204,7 +213,10 @@ class Tensor:
     __slots__ = ("_name", "_array", "_dtype", "_foreign")
 
     def __init__(self, name: str, numpy_array: Any, triton_dtype: int | None = None) -> None:
-        if not isinstance(name, str) or not name:
+        _typed(name, str, "Tensor(): name")
+        if numpy_array is None:
+            raise TypeError("Tensor(): numpy_array must not be None")
+        if not name:
             raise TritonModelException("Tensor name cannot be an empty string.")
         if type(numpy_array) is not np.ndarray and not isinstance(numpy_array, np.ndarray):
             numpy_array = np.asarray(numpy_array)
@@ -436,8 +448,14 @@ class InferenceRequest:
         trace: InferenceTrace | None = None,
         parameters: dict | None = None,
     ) -> None:
-        if inputs is None or requested_output_names is None or model_name is None:
-            raise TypeError("InferenceRequest(): 'inputs', 'requested_output_names' and 'model_name' are required")
+        _typed(request_id, str, "InferenceRequest(): request_id")
+        _typed(correlation_id, object, "InferenceRequest(): correlation_id")
+        _typed(inputs, (list, tuple), "InferenceRequest(): inputs")
+        for name in _typed(requested_output_names, (list, tuple), "InferenceRequest(): requested_output_names"):
+            _typed(name, str, "InferenceRequest(): requested_output_names")
+        _typed(model_name, str, "InferenceRequest(): model_name")
+        for value, what in ((model_version, "model_version"), (flags, "flags"), (timeout, "timeout")):
+            _typed(value, int, f"InferenceRequest(): {what}")
         if isinstance(correlation_id, bool) or not isinstance(correlation_id, (int, str)):
             raise TritonModelException("Correlation ID must be integer or string")
         params = {} if parameters is None else parameters
@@ -581,11 +599,13 @@ class InferenceRequest:
         runtime = _require_runtime("BLS")
         loop = asyncio.get_running_loop()
         call = runtime.bls(self, bool(decoupled), loop=loop)
-        if decoupled:
-            fut = loop.create_future()
-            fut.set_result(ResponseIterator(call))
-            return fut
-        return call.future
+        if not decoupled:
+            return call.future
+        # Resolved with the iterator once the first response has arrived (`call.future`).
+        iterator = ResponseIterator(call)
+        fut = loop.create_future()
+        call.future.add_done_callback(lambda _: fut.done() or fut.set_result(iterator))
+        return fut
 
     def __repr__(self) -> str:
         return f"InferenceRequest(id={self._id!r}, inputs={[t.name() for t in self._inputs]})"
@@ -598,14 +618,11 @@ class InferenceResponse:
 
     def __init__(
         self,
-        output_tensors: list[Tensor] | None = None,
+        output_tensors: list[Tensor] | tuple = (),
         error: TritonError | None = None,
         parameters: dict | str | None = None,
     ) -> None:
-        if output_tensors is None:
-            output_tensors = []
-        if not isinstance(output_tensors, (list, tuple)):
-            raise TritonModelException('"output_tensors" must be a list.')
+        _typed(output_tensors, (list, tuple), "InferenceResponse(): output_tensors")
         for t in output_tensors:
             if not isinstance(t, Tensor):
                 raise TritonModelException(f"Expected a pb_utils.Tensor in output_tensors, found type '{type(t)}'.")
@@ -734,8 +751,8 @@ class Logger:
     VERBOSE = LogLevel.VERBOSE
 
     @staticmethod
-    def log(message: str, level: int = LogLevel.INFO) -> None:
-        _log(message, level, 2)
+    def log(message: str, level: LogLevel = LogLevel.INFO) -> None:
+        _log(message, _typed(level, Logger.LogLevel, "Logger.log(): level"), 2)
 
     @staticmethod
     def log_info(message: str) -> None:
@@ -755,6 +772,7 @@ class Logger:
 
 
 def _log(message: str, level: int, depth: int) -> None:
+    _typed(message, str, "Logger: message")
     try:
         frame = sys._getframe(depth)
         filename, lineno = frame.f_code.co_filename, frame.f_lineno
@@ -774,60 +792,86 @@ class MetricKind(enum.IntEnum):
     GAUGE = 1
 
 
+_KIND_NAMES = {MetricKind.COUNTER: "counter", MetricKind.GAUGE: "gauge"}
+_FAMILY_GONE = (
+    "Invalid metric operation as the corresponding 'MetricFamily' has been deleted. The 'MetricFamily' "
+    "object should be deleted AFTER its corresponding 'Metric' objects have been deleted."
+)
+
+
+def _metric_call(op: str, args: tuple, failure: str) -> Any:
+    """A metric call answered by the server (series live there, shown on /metrics)."""
+    try:
+        return _require_runtime("MetricFamily").control(op, args)
+    except TritonModelException as exc:
+        raise TritonModelException(failure + exc.message()) from None
+
+
 class Metric:
-    """One labelled series of a MetricFamily (values live in the stub for now)."""
+    """One labelled series of a MetricFamily; Metrics with the same labels share it."""
 
-    __slots__ = ("_kind", "_labels", "_value", "_lock")
+    __slots__ = ("_handle", "_cleared", "__weakref__")
 
-    def __init__(self, kind: MetricKind, labels: dict[str, str]) -> None:
-        self._kind = kind
-        self._labels = labels
-        self._value = 0.0
-        self._lock = threading.Lock()
+    def __init__(self, handle: int) -> None:
+        self._handle = handle
+        self._cleared = False
 
     def increment(self, value: float) -> None:
-        if self._kind == MetricKind.COUNTER and value < 0:
-            raise TritonModelException("Counter metrics cannot be decremented (increment by a negative value).")
-        with self._lock:
-            self._value += float(value)
+        self._op("metric_increment", "Failed to increment metric value: ", float(value))
 
     def set(self, value: float) -> None:
-        if self._kind == MetricKind.COUNTER:
-            raise TritonModelException("Cannot set the value of a counter metric; use increment.")
-        with self._lock:
-            self._value = float(value)
+        self._op("metric_set", "Failed to set metric value: ", float(value))
 
     def value(self) -> float:
-        return self._value
+        return float(self._op("metric_value", "Failed to get metric value: "))
+
+    def _op(self, op: str, failure: str, *args: Any) -> Any:
+        if self._cleared:
+            raise TritonModelException(failure + _FAMILY_GONE)
+        return _metric_call(op, (self._handle, *args), failure)
+
+    def _clear(self) -> None:
+        if not self._cleared:
+            self._cleared = True
+            if _runtime is not None:
+                _runtime.notify("metric_delete", (self._handle,))
+
+    def __del__(self) -> None:
+        self._clear()
 
 
 class MetricFamily:
+    """A metric family on the server's /metrics. Deleting it invalidates its Metrics."""
+
     COUNTER = MetricKind.COUNTER
     GAUGE = MetricKind.GAUGE
-
-    _families: dict[str, "MetricFamily"] = {}
 
     def __init__(self, name: str, description: str, kind: MetricKind) -> None:
         if name is None or description is None or kind is None:
             raise TypeError("MetricFamily(): name, description and kind are required")
-        if kind not in (MetricKind.COUNTER, MetricKind.GAUGE):
-            raise TritonModelException("MetricFamily kind must be MetricFamily.COUNTER or MetricFamily.GAUGE")
-        prior = MetricFamily._families.get(name)
-        if prior is not None and prior._kind != kind:
-            raise TritonModelException(f"metric family '{name}' already exists with a different kind")
-        self._name = name
-        self._description = description
-        self._kind = MetricKind(kind)
-        self._metrics: dict[tuple, Metric] = prior._metrics if prior is not None else {}
-        MetricFamily._families[name] = self
+        if kind not in _KIND_NAMES:
+            raise TritonModelException("Error when creating MetricFamily: Unknown metric kind")
+        self._metrics: weakref.WeakSet[Metric] = weakref.WeakSet()
+        self._handle = _metric_call(
+            "metric_family_new", (str(name), str(description), _KIND_NAMES[MetricKind(kind)]),
+            "Error when creating MetricFamily: ")
 
     def Metric(self, labels: dict[str, str] | None = None) -> Metric:  # noqa: N802 (Triton's name)
-        labels = dict(labels or {})
-        key = tuple(sorted(labels.items()))
-        metric = self._metrics.get(key)
-        if metric is None:
-            metric = self._metrics[key] = Metric(self._kind, labels)
+        if labels is not None and not isinstance(labels, dict):
+            raise TritonModelException("Failed to create metric. Labels must be a dictionary.")
+        labels = {str(k): str(v) for k, v in (labels or {}).items()}
+        metric = Metric(_metric_call("metric_new", (self._handle, labels), "Error when creating Metric: "))
+        self._metrics.add(metric)
         return metric
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is None:
+            return
+        for metric in list(self._metrics):
+            metric._clear()
+        if _runtime is not None:
+            _runtime.notify("metric_family_delete", (handle,))
 
 
 # --------------------------------------------------------------------- model control --

@@ -106,7 +106,7 @@ class _Call:
 class _Batch:
     """One EXECUTE in progress: the only holder of its requests, result and input base."""
 
-    __slots__ = ("bid", "rid", "reqs", "result", "error", "base")
+    __slots__ = ("bid", "rid", "reqs", "result", "error", "base", "logged")
 
     def __init__(self, bid: int, rid: int) -> None:
         self.bid = bid
@@ -115,6 +115,7 @@ class _Batch:
         self.result: Any = None
         self.error: str | None = None
         self.base: np.ndarray | None = None
+        self.logged = False  # the error is in the server log already
 
 
 class Stub:
@@ -130,6 +131,7 @@ class Stub:
         self.calls: dict[int, _Call] = {}
         self.next_call = 1
         self.pinned: list[tuple[np.ndarray, int]] = []
+        self.deferred: collections.deque = collections.deque()  # one-way calls (`notify`)
         self.async_pending = 0  # async BLS calls not yet final (sync mode: a pump reads for them)
         self.pump_running = False
         self.loop: asyncio.AbstractEventLoop | None = None  # async mode: execute runs here
@@ -138,10 +140,10 @@ class Stub:
         self.loop_thread = 0
         self.model: Any = None
         self.model_name = ""
+        self.instance_name = ""  # Triton's stub names itself after its instance ("m_0_0")
         self.model_path = ""
         self.model_dir = ""
         self.decoupled = False
-        self.log_verbose = 0
         self.all_outputs: tuple | None = None
         self.initialized = False
         self.finalizing = False
@@ -153,6 +155,9 @@ class Stub:
         msg = self.work.popleft()
         if msg[0] == AUTO_COMPLETE:
             error, text, primed = self._auto_complete(msg[2])
+            if error is not None:
+                self.log(pb_utils.Logger.LogLevel.INFO, f"Failed to initialize Python stub for auto-complete: {error}",
+                         __file__, 0)
             self._send(AUTO_COMPLETE_DONE, error, text, primed)
             if not primed:
                 return 0
@@ -163,6 +168,8 @@ class Stub:
         if msg[0] != INIT:
             return 2
         error, info = self._initialize(msg[2])
+        if error is not None:
+            self.log(pb_utils.Logger.LogLevel.INFO, f"Failed to initialize Python stub: {error}", __file__, 0)
         self._send(INIT_DONE, error, info)
         if error is not None:
             return 1
@@ -293,7 +300,20 @@ class Stub:
         with self.lock:
             if self.pinned:
                 self._release_pinned()
+            if self.deferred:
+                self._flush_deferred()
             self.ep.send(cmd, *fields)
+
+    def notify(self, op: str, args: tuple) -> None:
+        """A call that wants no answer (a metric's deletion), sent ahead of the next message
+        to the parent: safe from `__del__`, which may run in the middle of a send."""
+        self.deferred.append((op, args))
+
+    def _flush_deferred(self) -> None:
+        """Send the waiting one-way calls (call with the lock; call id 0: no answer)."""
+        deferred = self.deferred
+        while deferred:
+            self.ep.send(CALL, 0, *deferred.popleft())
 
     def _release_pinned(self) -> None:
         """Free the parent's input blocks whose views are all gone (call with the lock)."""
@@ -325,7 +345,6 @@ class Stub:
         self.model_name = cfg["model_name"]
         self.model_path = cfg["model_path"]
         self.model_dir = cfg["version_dir"]
-        self.log_verbose = int(cfg.get("log_verbose", 0))
         for entry in (cfg["version_dir"], cfg["model_dir"]):
             if entry not in sys.path:
                 sys.path.append(entry)
@@ -337,12 +356,8 @@ class Stub:
             pkg.__path__ = [cfg["version_dir"]]
             sys.modules[package] = pkg
         module = importlib.import_module(cfg["module"])
-        try:
-            return module.TritonPythonModel
-        except AttributeError:
-            raise TritonModelException(
-                f"Python model '{self.model_path}' does not define class 'TritonPythonModel'"
-            ) from None
+        # Without the class: Python's own AttributeError, as Triton reports it.
+        return getattr(module, "TritonPythonModel")
 
     def _auto_complete(self, cfg: dict) -> tuple[str | None, str | None, bool]:
         """(error, completed config JSON, primed: no user code ran besides the import)."""
@@ -366,6 +381,7 @@ class Stub:
 
     def _initialize(self, cfg: dict) -> tuple[str | None, dict]:
         self.decoupled = bool(cfg["decoupled"])
+        self.instance_name = cfg.get("instance_name") or cfg["model_name"]
         self.all_outputs = tuple(cfg["all_outputs"]) or None
         arena = self.ep.arena
         arena.region_size = max(int(cfg.get("region_size", arena.region_size)), 1 << 16)
@@ -452,7 +468,7 @@ class Stub:
     def _call_execute(self, reqs: list) -> Any:
         execute = getattr(self.model, "execute", None)
         if execute is None:
-            raise TritonModelException(f"Python model {self.model_path} does not implement `execute` method.")
+            raise _StubError(f"Python model {self.model_path} does not implement `execute` method.")
         return execute(reqs)
 
     # The batch's requests, result and input base live only in its _Batch (never in a
@@ -493,6 +509,13 @@ class Stub:
             exc = task.exception()
             if exc is not None:
                 batch.error = _error_text(exc)
+                if self.decoupled:
+                    # Triton runs a decoupled coroutine in the background and logs how it
+                    # failed as a Python traceback.
+                    import traceback
+
+                    self.log(pb_utils.Logger.LogLevel.ERROR, "".join(traceback.format_exception(exc)), __file__, 0)
+                    batch.logged = True
                 del exc
             else:
                 batch.result = task.result()
@@ -506,10 +529,12 @@ class Stub:
         if self.decoupled:
             if error is None and result is not None:
                 error = (
-                    f"Python model '{self.model_name}' is using the decoupled mode and the "
+                    f"Python model '{self.instance_name}' is using the decoupled mode and the "
                     "execute function must return None."
                 )
             if error is not None:
+                if not batch.logged:
+                    self.log(pb_utils.Logger.LogLevel.INFO, _failed(self.instance_name, error), __file__, 0)
                 self._forget(reqs, close=True)
                 rescheduled = ()
             else:
@@ -518,6 +543,8 @@ class Stub:
             del reqs, result
             with self.lock:
                 self._pin(batch)
+                if self.deferred:
+                    self._flush_deferred()
                 self.ep.send(EXEC_DONE, bid, t0, t1, error, rescheduled)
             return
 
@@ -534,6 +561,8 @@ class Stub:
             self._forget(reqs)
             del reqs, result
             self._pin(batch)
+            if self.deferred:
+                self._flush_deferred()
             self.ep.send(RESPONSES, bid, t0, t1, error, rdescs, *block)
 
     def _forget(self, reqs: list, close: bool = False) -> None:
@@ -635,7 +664,7 @@ class Stub:
         return call
 
     def control(self, op: str, args: tuple) -> Any:
-        """A model-control call (load_model, unload_model, is_model_ready), blocking."""
+        """A call answered by the parent (model control, custom metrics), blocking."""
         with self.lock:
             cid = self.next_call
             self.next_call += 1
@@ -643,6 +672,8 @@ class Stub:
             self.calls[cid] = call
             if self.pinned:
                 self._release_pinned()
+            if self.deferred:
+                self._flush_deferred()
             self.ep.send(CALL, cid, op, args)
         self._wait_for(lambda: call.items)
         (error, value), _ = call.items.popleft()
@@ -663,6 +694,10 @@ class Stub:
             waiter, call.waiter = call.waiter, None
         if waiter is not None:
             _resolve_threadsafe(waiter, None)
+        if call.future is not None and not call.future.done():
+            # An awaited decoupled async_exec returns once the first response is in, as
+            # Triton's: a model iterating it with a plain `for` then rarely blocks the loop.
+            _resolve_threadsafe(call.future, None)
 
     def wait_call(self, call: _Call) -> InferenceResponse:
         self._wait_for(lambda: call.items)
@@ -739,8 +774,8 @@ class Stub:
     # ================================================================== logging ==
 
     def log(self, level: int, message: str, filename: str, lineno: int) -> None:
-        if level == pb_utils.Logger.LogLevel.VERBOSE and not self.log_verbose:
-            return
+        # Every level goes to the parent, which filters with the live log settings (the
+        # verbose level may change at run time through /v2/logging).
         self._send(LOG, int(level), message, filename, int(lineno))
 
 
@@ -828,19 +863,32 @@ def _check_responses(result: Any, reqs: list) -> str | None:
     return None
 
 
+class _StubError(Exception):
+    """An error the stub itself reports (Triton's C++ stub throws these): its text as is."""
+
+
+# The stub's own frames are not shown in an error's trace: in Triton the caller is C++.
+_OWN_FILES = frozenset((__file__, pb_utils.__file__))
+
+
 def _error_text(exc: BaseException) -> str:
-    """An exception as Triton's stub reports it: 'Type: message' and the frames."""
-    if isinstance(exc, TritonModelException):
-        head = exc.message() or str(exc)
-    else:
-        head = f"{type(exc).__name__}: {exc}"
+    """An exception as Triton's stub reports it (pybind11's error text): 'Type: message',
+    then the model's frames, innermost first."""
+    if isinstance(exc, _StubError):
+        return str(exc)
+    head = f"{type(exc).__name__}: {exc}"
     import traceback
 
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename not in _OWN_FILES]
     if not frames:
         return head
     lines = [f"  {f.filename}({f.lineno}): {f.name}" for f in reversed(frames)]
     return head + "\n\nAt:\n" + "\n".join(lines) + "\n"
+
+
+def _failed(instance_name: str, message: str) -> str:
+    """How Triton's stub logs a decoupled batch that failed."""
+    return f"Failed to process the request(s) for model '{instance_name}', message: {message}"
 
 
 def _parent_gone() -> None:
@@ -883,6 +931,9 @@ def _parse_args(argv: list[str]) -> _Args:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    # What Triton's embedded interpreter gives a model (pybind11 started without arguments):
+    # a model calling unittest.main() or argparse must not see the stub's own flags.
+    sys.argv = [""]
 
     _set_parent_death_signal()
     if os.getppid() != args.ppid:  # the parent died before the signal was armed

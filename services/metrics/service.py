@@ -22,6 +22,7 @@ from naiad.kernel.inference.stats import ModelStatistics
 from naiad.kernel.service import Service
 
 from .config import MetricsConfig
+from .custom import CustomFamilies
 from .exposition import CONTENT_TYPE, render
 from .families import ModelFamilies
 from .gpu import GpuSampler
@@ -44,6 +45,7 @@ class MetricsService(Service):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.models)
         self.registry.register(self.host)
+        self.registry.register(CustomFamilies())
         self.infos = ModelInfoCache(self.bus, self.context.config.cache.enabled)
         self._runner: web.ServerRunner | None = None
         self._gpu: GpuSampler | None = None

@@ -608,7 +608,8 @@ def test_execute_errors_fail_every_request(tmp_path: Path, mode: str, needle: st
             for resp in resps:
                 assert resp.error is not None
                 assert resp.error.code == ErrorCode.INTERNAL
-                assert resp.error.message.startswith("Failed to process the request(s) for model 'raiser', message: ")
+                assert resp.error.message.startswith(
+                    "Failed to process the request(s) for model instance 'raiser_0_0', message: ")
                 assert needle in resp.error.message
             # the instance still serves
             resp = await h.infer(request("raiser", {"IN": np.zeros(1, np.float32)}, parameters={"mode": "error_response"}))
@@ -669,9 +670,10 @@ def test_stub_killed_fails_inflight_and_recovers(tmp_path: Path) -> None:
             os.kill(first_pid, signal.SIGKILL)
             resp = await asyncio.wait_for(pending, 10)
             assert resp.error is not None
-            assert resp.error.code == ErrorCode.UNAVAILABLE
-            assert "sleeper" in resp.error.message and "died" in resp.error.message
-            assert "SIGKILL" in resp.error.message
+            # Triton's words (python_be.cc); how it died goes to the log
+            assert resp.error.code == ErrorCode.INTERNAL
+            assert resp.error.message == ("Failed to process the request(s) for model instance 'sleeper_0_0', "
+                                          "message: Stub process 'sleeper_0_0' is not healthy.")
             # other models are untouched
             other = await h.infer(request("add_sub", {"INPUT0": np.ones(4, np.float32), "INPUT1": np.ones(4, np.float32)}))
             assert other.error is None
@@ -853,7 +855,8 @@ def test_logger_and_metrics(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
             assert (logging.WARNING, "careful") in got
             assert (logging.ERROR, "oops") in got
             assert (logging.WARNING, "leveled") in got
-            assert all(m != "chatty" for _, m in got)  # verbose logging is off
+            # a verbose line reaches the parent, whose live log settings decide (kernel.logs)
+            assert (logging.DEBUG, "chatty") in got
             record = next(r for r in caplog.records if r.getMessage() == "hello from the stub")
             assert record.pathname.endswith("model.py") and record.lineno == 7
         finally:

@@ -94,7 +94,7 @@ def test_request_response_objects() -> None:
     assert not resp.has_error() and pb_utils.get_output_tensor_by_name(resp, "INPUT0") is x
     bad = pb_utils.InferenceResponse(error=pb_utils.TritonError("e"))
     assert bad.has_error() and bad.error().message() == "e" and bad.output_tensors() == []
-    with pytest.raises(pb_utils.TritonModelException):
+    with pytest.raises(TypeError):
         pb_utils.InferenceResponse(x)  # not a list
 
 
@@ -150,16 +150,39 @@ def test_model_config_setters() -> None:
     assert mc2.as_dict()["input"] == [{"name": "IN", "data_type": "TYPE_INT8", "dims": [2]}]
 
 
-def test_metrics_are_local() -> None:
-    fam = pb_utils.MetricFamily("naiad_unit_counter", "d", pb_utils.MetricFamily.COUNTER)
-    m = fam.Metric({"a": "b"})
-    m.increment(1.5)
-    assert fam.Metric({"a": "b"}).value() == 1.5
-    with pytest.raises(pb_utils.TritonModelException):
-        m.set(3)
-    with pytest.raises(pb_utils.TritonModelException):
-        m.increment(-1)
-    g = pb_utils.MetricFamily("naiad_unit_gauge", "d", pb_utils.MetricFamily.GAUGE).Metric()
-    g.set(7)
-    g.increment(-2)
-    assert g.value() == 5
+_IN = [pb_utils.Tensor("INPUT0", np.asarray([1, 2], dtype=np.int32))]
+_REQ = dict(inputs=_IN, model_name="m", requested_output_names=["o"])
+
+
+@pytest.mark.parametrize("call,error", [
+    # what Triton's pybind11 binding refuses by type (TypeError) ...
+    (lambda: pb_utils.InferenceRequest(**{**_REQ, "inputs": None}), TypeError),
+    (lambda: pb_utils.InferenceRequest(**{**_REQ, "model_name": None}), TypeError),
+    (lambda: pb_utils.InferenceRequest(**{**_REQ, "requested_output_names": [None]}), TypeError),
+    (lambda: pb_utils.InferenceRequest(**{**_REQ, "requested_output_names": None}), TypeError),
+    (lambda: pb_utils.InferenceRequest(**_REQ, correlation_id=None), TypeError),
+    (lambda: pb_utils.InferenceRequest(**_REQ, request_id=None), TypeError),
+    (lambda: pb_utils.InferenceRequest(**_REQ, model_version=None), TypeError),
+    (lambda: pb_utils.InferenceRequest(**_REQ, flags=None), TypeError),
+    (lambda: pb_utils.InferenceResponse(output_tensors=None), TypeError),
+    (lambda: pb_utils.Tensor(None, np.zeros(2)), TypeError),
+    (lambda: pb_utils.Tensor("OUTPUT0", None), TypeError),
+    (lambda: pb_utils.Tensor("", None), TypeError),
+    (lambda: pb_utils.Logger.log("x", None), TypeError),
+    (lambda: pb_utils.Logger.log("x", 1), TypeError),
+    (lambda: pb_utils.Logger.log_info(None), TypeError),
+    (lambda: pb_utils.Logger.log_verbose(None), TypeError),
+    # ... and what its C++ checks refuse by value
+    (lambda: pb_utils.InferenceRequest(**{**_REQ, "inputs": [None]}), pb_utils.TritonModelException),
+    (lambda: pb_utils.InferenceResponse(output_tensors=[None]), pb_utils.TritonModelException),
+    (lambda: pb_utils.Tensor.from_dlpack("OUTPUT0", None), pb_utils.TritonModelException),
+])
+def test_arguments_refused_as_triton_does(call, error) -> None:
+    with pytest.raises(error):
+        call()
+
+
+def test_arguments_accepted() -> None:
+    assert pb_utils.InferenceRequest(**_REQ, correlation_id=5).correlation_id() == 5
+    assert pb_utils.InferenceRequest(inputs=[], model_name="m", requested_output_names=[]).correlation_id() == 0
+    assert pb_utils.InferenceResponse(output_tensors=[]).output_tensors() == []
