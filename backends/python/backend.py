@@ -29,8 +29,9 @@ from naiad.kernel.inference.backend import Backend, BackendContext, InstanceSpec
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.model_config import config_to_json, parse_json
 
+from .environments import ExecutionEnvironments, PythonEnv, requested_path
 from .instance import PythonModelInstance, Session, Settings, run_auto_complete
-from .launcher import SpareStub
+from .launcher import SpareStub, StubProcess
 from .shm import safe_name
 
 
@@ -54,6 +55,7 @@ class PythonBackend(Backend):
         # Auto-complete stubs of models without auto_complete_config, kept for the model's
         # first instance (they ran nothing but the import of model.py): model file -> session.
         self.primed: dict[str, Session] = {}
+        self.environments = ExecutionEnvironments()  # models' EXECUTION_ENV_PATH
 
     # ------------------------------------------------------------------ loading --
 
@@ -77,6 +79,16 @@ class PythonBackend(Backend):
             "first_region_size": self.settings.first_region_size,
         }
 
+    async def _python_env(self, name: str, model_dir: Path, config: Any) -> PythonEnv | None:
+        path = requested_path(config, model_dir)
+        return None if path is None else await self.environments.get(name, path)
+
+    def _new_stub(self, label: str, python_env: PythonEnv | None) -> StubProcess:
+        """A stub process: the warm spare, or one started in the model's own environment."""
+        if python_env is None:
+            return self.spare.take(label)
+        return StubProcess.spawn(label, python_env=python_env)
+
     async def auto_complete(self, model_dir: Path, version: int, config: Any) -> Any:
         if not self.settings.auto_complete:
             return config
@@ -85,13 +97,14 @@ class PythonBackend(Backend):
         stub_config["config_json"] = config_to_json(config)
         label = f"{self.run_id}-{safe_name(name)}-ac"
         stub_config["label"] = label
+        python_env = await self._python_env(name, Path(model_dir), config)
         text, primed = await run_auto_complete(
             label=label,
             model_name=name,
             context=self.context,
             settings=self.settings,
             config=stub_config,
-            stub=self.spare.take(label),
+            stub=self._new_stub(label, python_env),
         )
         if primed is not None:
             self._keep_primed(stub_config["model_path"], primed)
@@ -130,6 +143,7 @@ class PythonBackend(Backend):
                 "model_name": model.name,
             },
         )
+        python_env = await self._python_env(model.name, model.model_dir, config)
         primed = self.primed.pop(init["model_path"], None)
         inst = PythonModelInstance(
             model=model,
@@ -139,7 +153,7 @@ class PythonBackend(Backend):
             init_config=init,
             decoupled=decoupled,
             label=label,
-            stubs=lambda: self.spare.take(label),
+            stubs=lambda: self._new_stub(label, python_env),
         )
         await inst.start(primed)
         inst.on_close = self.instances.discard
@@ -154,6 +168,7 @@ class PythonBackend(Backend):
         instances, self.instances = list(self.instances), set()
         for inst in instances:
             await inst.close()
+        self.environments.close()
 
 
 def settings_from(config: dict[str, str]) -> Settings:

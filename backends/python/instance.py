@@ -55,6 +55,7 @@ from .ipc import (
 )
 from .launcher import StubProcess
 from .metrics import StubMetrics
+from .readiness import ReadinessProbe
 
 logger = logging.getLogger("naiad.backends.python")
 
@@ -150,6 +151,7 @@ class Session:
         self.death: str = ""
         self.wakeups = 0  # reads of the socket that found data (for tests/benchmarks)
         self.metrics = StubMetrics()  # the custom metrics the model made
+        self.readiness: ReadinessProbe | None = None  # the model defines is_ready()
         self.loop.add_reader(self.fd, self._on_readable)
         if self.stub.pidfd >= 0:
             self.loop.add_reader(self.stub.pidfd, self._on_exit)
@@ -172,6 +174,10 @@ class Session:
         _, _, error, info = await self._request(INIT, INIT_DONE, config)
         if error is not None:
             raise InferenceError.internal(error)
+        ready_sock = self.stub.ready_sock
+        if info.get("has_is_ready") and ready_sock is not None:
+            ready_sock.setblocking(False)
+            self.readiness = ReadinessProbe(ready_sock, self.instance_name)
         return info
 
     async def auto_complete(self, config: dict) -> tuple[str, bool]:
@@ -808,6 +814,20 @@ class PythonModelInstance(ModelInstance):
         self.restarts += 1
         self._backoff = 0.0
         return session
+
+    async def check_ready(self) -> str | None:
+        """Triton 26.01/26.03: not ready while the stub is down (a check starts the restart
+        if its back-off is over, so a model nobody sends requests to comes back too), else
+        what the model's own `is_ready()` says."""
+        session = self.session
+        if session is None or session.dead:
+            if not self._closed and time.monotonic() >= self._next_try:
+                self._start_restart()
+            return f"Stub process '{self.instance.name}' is not healthy."
+        if session.readiness is None:
+            return None
+        ready, why = await session.readiness.check()
+        return None if ready else why
 
     async def _revive(self) -> Session | None:
         if self._closed:

@@ -1,10 +1,16 @@
 """Spawn, watch and kill one stub process.
 
-A stub is `python -m naiad.backends.python.stub --fd N --ppid P`, started with the
-parent's interpreter and environment, holding the stub end of a SOCK_SEQPACKET socketpair.
+A stub is `python -m naiad.backends.python.stub --fd N --ppid P --ready-fd R`, started
+with the parent's interpreter and environment, holding the stub ends of two
+SOCK_SEQPACKET socketpairs: the control channel and the readiness channel (`readiness`).
 The parent watches it through two fds it registers on its event loop (no threads):
 the control socket (EOF when the stub dies) and a pidfd (readable when the process
 exits, even if something the stub forked still holds the socket open).
+
+A model with its own environment (`environments.PythonEnv`) gets a stub started as
+Triton starts one: bash sources the environment's `bin/activate`, then runs its
+interpreter with the environment's `lib` first on LD_LIBRARY_PATH (the stub puts the old
+value back for the processes the model starts) and naiad's stub modules on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -14,29 +20,48 @@ import signal
 import socket
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from . import ipc
+
+if TYPE_CHECKING:
+    from .environments import PythonEnv
+
+# Run by bash for a stub in its own environment: $1 is the environment, the rest the
+# stub's command line. Activation first, with no arguments in sight, as Triton does it
+# (conda-pack's activate runs its hooks there).
+_ENV_LAUNCH = (
+    '_env="$1"; shift; _argv=("$@"); set --; '
+    'source "$_env/bin/activate" || exit 1; '
+    'export NAIAD_STUB_LD_LIBRARY_PATH="${LD_LIBRARY_PATH-}"; '
+    'export LD_LIBRARY_PATH="$_env/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; '
+    'exec "${_argv[@]}"'
+)
 
 
 class StubProcess:
     """A running stub: its process, the parent's end of its socket, and its pidfd."""
 
-    def __init__(self, proc: subprocess.Popen, sock: socket.socket, pidfd: int) -> None:
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket, pidfd: int,
+                 ready_sock: socket.socket | None = None) -> None:
         self.proc = proc
         self.sock = sock
         self.pidfd = pidfd
+        self.ready_sock = ready_sock  # the parent's end of the readiness channel
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     @classmethod
-    def spawn(cls, label: str, *, env: dict[str, str] | None = None) -> "StubProcess":
+    def spawn(cls, label: str, *, env: dict[str, str] | None = None,
+              python_env: PythonEnv | None = None) -> "StubProcess":
         parent, child = ipc.socketpair()
+        ready_parent, ready_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             child_fd = child.fileno()
+            ready_fd = ready_child.fileno()
             cmd = [
-                sys.executable,
                 "-m",
                 "naiad.backends.python.stub",
                 "--fd",
@@ -45,24 +70,33 @@ class StubProcess:
                 str(os.getpid()),
                 "--label",
                 label,
+                "--ready-fd",
+                str(ready_fd),
             ]
+            if python_env is None:
+                cmd.insert(0, sys.executable)
+            else:
+                cmd = ["bash", "-c", _ENV_LAUNCH, "naiad-stub", str(python_env.root), str(python_env.python), *cmd]
+                env = _env_for(python_env, env)
             proc = subprocess.Popen(
                 cmd,
-                pass_fds=(child_fd,),
+                pass_fds=(child_fd, ready_fd),
                 close_fds=True,
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
         except BaseException:
             parent.close()
+            ready_parent.close()
             raise
         finally:
             child.close()
+            ready_child.close()
         try:
             pidfd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
             pidfd = -1  # very old kernel: socket EOF alone tells us the stub died
-        return cls(proc, parent, pidfd)
+        return cls(proc, parent, pidfd, ready_parent)
 
     def exit_status(self) -> int | None:
         """The exit code (negative: killed by that signal), or None while it runs."""
@@ -93,13 +127,25 @@ class StubProcess:
             return None
 
     def close_fds(self) -> None:
-        """Close the pidfd (the socket belongs to the Endpoint that wraps it)."""
+        """Close the pidfd and the readiness socket (the control socket belongs to the
+        Endpoint that wraps it)."""
+        if self.ready_sock is not None:
+            self.ready_sock.close()
+            self.ready_sock = None
         if self.pidfd >= 0:
             try:
                 os.close(self.pidfd)
             except OSError:
                 pass
             self.pidfd = -1
+
+
+def _env_for(python_env: PythonEnv, base: dict[str, str] | None) -> dict[str, str]:
+    """The parent's environment plus naiad's stub modules first on PYTHONPATH."""
+    env = dict(os.environ if base is None else base)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(python_env.naiad_path) + (os.pathsep + path if path else "")
+    return env
 
 
 class SpareStub:

@@ -147,6 +147,7 @@ class Stub:
         self.all_outputs: tuple | None = None
         self.initialized = False
         self.finalizing = False
+        self.ready_sock: socket.socket | None = None
 
     # ================================================================== serving ==
 
@@ -170,6 +171,8 @@ class Stub:
         error, info = self._initialize(msg[2])
         if error is not None:
             self.log(pb_utils.Logger.LogLevel.INFO, f"Failed to initialize Python stub: {error}", __file__, 0)
+        if error is None:
+            info["has_is_ready"] = self._serve_readiness()
         self._send(INIT_DONE, error, info)
         if error is not None:
             return 1
@@ -177,6 +180,15 @@ class Stub:
         if info["is_async"]:
             return self._serve_async()
         return self._serve_sync()
+
+    def _serve_readiness(self) -> bool:
+        """Answer the parent's readiness checks if the model defines `is_ready`."""
+        if self.ready_sock is None or not hasattr(self.model, "is_ready"):
+            return False
+        from . import readiness
+
+        readiness.serve(self.ready_sock, self.model, self.loop, _error_text)
+        return True
 
     def _has_work(self) -> bool:
         return bool(self.work)
@@ -900,6 +912,18 @@ def _parent_gone() -> None:
         os._exit(0)
 
 
+def _restore_library_path() -> None:
+    """A stub in a model's own environment was started with that environment's lib folder
+    first on LD_LIBRARY_PATH; the processes the model starts get the old value, as in Triton."""
+    old = os.environ.pop("NAIAD_STUB_LD_LIBRARY_PATH", None)
+    if old is None:
+        return
+    if old:
+        os.environ["LD_LIBRARY_PATH"] = old
+    else:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+
+
 def _set_parent_death_signal() -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -913,6 +937,7 @@ class _Args:
     fd = -1
     ppid = -1
     label = "stub"
+    ready_fd = -1  # the readiness channel (`readiness`)
 
 
 def _parse_args(argv: list[str]) -> _Args:
@@ -921,9 +946,9 @@ def _parse_args(argv: list[str]) -> _Args:
     it = iter(argv)
     for flag in it:
         value = next(it, None)
-        if value is None or flag not in ("--fd", "--ppid", "--label"):
+        if value is None or flag not in ("--fd", "--ppid", "--label", "--ready-fd"):
             sys.exit(f"usage: python -m naiad.backends.python.stub --fd N --ppid P [--label L] (bad {flag!r})")
-        setattr(args, flag[2:], value if flag == "--label" else int(value))
+        setattr(args, flag[2:].replace("-", "_"), value if flag == "--label" else int(value))
     if args.fd < 0 or args.ppid < 0:
         sys.exit("usage: python -m naiad.backends.python.stub --fd N --ppid P [--label L]")
     return args
@@ -945,7 +970,11 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=args.fd)
     sys.modules["triton_python_backend_utils"] = pb_utils
     sys.modules.setdefault("c_python_backend_utils", pb_utils)
+    _restore_library_path()
     stub = Stub(sock, args.label)
+    if args.ready_fd >= 0:
+        os.set_inheritable(args.ready_fd, False)
+        stub.ready_sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=args.ready_fd)
     pb_utils._bind(stub)
     code = 0
     try:

@@ -91,6 +91,11 @@ class ModelInstance(abc.ABC):
     async def close(self) -> None:
         """Finalize the model and release every resource (processes, shared memory)."""
 
+    async def check_ready(self) -> str | None:
+        """Why this instance cannot serve right now, or None when it can. A loaded model
+        is ready only while every instance is (Triton's TRITONBACKEND_ModelInstanceReady)."""
+        return None
+
 
 class Backend(abc.ABC):
     """A kind of model runtime. One object per backend name per server."""

@@ -3,6 +3,7 @@ and which version serves a request."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,14 @@ class LoadedVersion:
                 except OSError as exc:
                     raise InferenceError.invalid(
                         f"failed to read label file '{out.label_filename}' of model '{self.name}': {exc.strerror}")
+
+    async def check_ready(self) -> str | None:
+        """Why this READY version cannot serve right now (an instance's stub is down, a
+        model's `is_ready()` said no), or None. Instances are asked together."""
+        if not self.instances:
+            return None
+        reasons = await asyncio.gather(*(inst.check_ready() for inst in self.instances))
+        return next((r for r in reasons if r is not None), None)
 
 
 class ModelRecord:

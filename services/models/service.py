@@ -8,6 +8,7 @@ write shared-memory outputs and classification results if the request asked for 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -33,6 +34,8 @@ from . import ensemble
 from .lifecycle import LoadedVersion
 from .manager import ModelManager
 from .shm import SharedMemoryRegistry
+
+log = logging.getLogger("naiad.services.models")
 
 # What naiad implements of Triton's extensions, in Triton's order.
 _EXTENSIONS = (
@@ -337,8 +340,12 @@ class ModelService(Service):
 
     async def _model_ready(self, msg: m.ModelReadyQuery) -> bool:
         try:
-            self.manager.resolve(msg.name, msg.version)  # type: ignore[union-attr]
+            lv = self.manager.resolve(msg.name, msg.version)  # type: ignore[union-attr]
         except InferenceError:
+            return False
+        why = await lv.check_ready()
+        if why is not None:
+            log.debug("Model '%s' version %s is not ready: %s", lv.name, lv.version_str, why)
             return False
         return True
 
