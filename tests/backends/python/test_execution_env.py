@@ -35,6 +35,9 @@ class TritonPythonModel:
     def initialize(self, args):
         self.floor = np.NINF
 
+    def is_ready(self):  # answered from the environment's interpreter too
+        return bool(np.isneginf(self.floor))
+
     def execute(self, requests):
         info = json.dumps({
             "python": "%d.%d" % sys.version_info[:2],
@@ -136,6 +139,7 @@ def test_folder_environment_runs_numpy1_model_on_its_own_interpreter(naiad, tmp_
     assert info["python"] == "3.10"
     assert info["numpy"].startswith("1.")
     assert info["numpy_file"].startswith(str(numpy1_env))
+    assert httpclient.InferenceServerClient(proc.http_address).is_model_ready("numpy1_folder")
 
     # The same stub over gRPC, and the server's log names the environment as Triton's does.
     client = grpcclient.InferenceServerClient(proc.grpc_address)
