@@ -18,36 +18,49 @@ _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
 
 
+# Refusals in tritonserver's words (server `command_line_parser.cc` `ParseOption`).
+
+
 def parse_bool(text: str) -> bool:
     t = text.strip().lower()
     if t in _TRUE:
         return True
     if t in _FALSE:
         return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got '{text}'")
+    raise argparse.ArgumentTypeError(f"invalid value for bool option: {text}")
 
 
 def parse_int(text: str) -> int:
     try:
         return int(text, 10)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"Invalid option value. Got {text}") from None
+
+
+def parse_port(text: str) -> int:
+    """A TCP port: Triton hands 70000 to libevhtp, which keeps its low 16 bits (4464);
+    naiad refuses what is not a port."""
+    port = parse_int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"Provided option value is out of bound. Got {text}")
+    return port
 
 
 def parse_float(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"Invalid option value. Got {text}") from None
 
 
-PARSERS: dict[str, Callable[[str], Any]] = {"bool": parse_bool, "int": parse_int, "float": parse_float, "str": str}
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "bool": parse_bool, "int": parse_int, "port": parse_port, "float": parse_float, "str": str}
 
 
 @dataclass(frozen=True)
 class Flag:
     name: str
-    kind: str = "str"  # bool | int | float | str | none (takes no value)
+    kind: str = "str"  # bool | int | port | float | str | none (takes no value)
     target: str = ""  # dotted config path the value is written to
     repeat: bool = False  # collect every occurrence into a list
     noop: str = ""  # accepted; this note is logged once at start
@@ -77,7 +90,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--model-namespacing", "bool", refuse="model namespacing is not supported by naiad", allowed=False),
     # ---- HTTP
     Flag("--allow-http", "bool", "services.http.enabled"),
-    Flag("--http-port", "int", "services.http.port"),
+    Flag("--http-port", "port", "services.http.port"),
     Flag("--http-address", target="services.http.host"),
     Flag("--reuse-http-port", "bool", "services.http.reuse_port"),
     Flag("--http-thread-count", "int", noop=_NOOP_THREADS),
@@ -85,7 +98,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-restricted-api", target="services.http.restricted_api", repeat=True),
     # ---- gRPC
     Flag("--allow-grpc", "bool", "services.grpc.enabled"),
-    Flag("--grpc-port", "int", "services.grpc.port"),
+    Flag("--grpc-port", "port", "services.grpc.port"),
     Flag("--grpc-address", target="services.grpc.host"),
     Flag("--reuse-grpc-port", "bool", "services.grpc.reuse_port"),
     Flag("--grpc-header-forward-pattern", target="services.grpc.header_forward_pattern"),
@@ -110,7 +123,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--allow-gpu-metrics", "bool", "services.metrics.gpu"),
     Flag("--allow-cpu-metrics", "bool", "services.metrics.cpu"),
     Flag("--metrics-address", target="services.metrics.host"),
-    Flag("--metrics-port", "int", "services.metrics.port"),
+    Flag("--metrics-port", "port", "services.metrics.port"),
     Flag("--metrics-interval-ms", "float", "services.metrics.interval_ms"),
     Flag("--metrics-config", target="services.metrics.metrics_config", repeat=True),
     # ---- logging
@@ -194,8 +207,52 @@ def _missing_service(target: str) -> str:
     return ""
 
 
+# tritonserver's warnings for its deprecated flags (server `command_line_parser.cc`), word for word.
+_REMOVED = "has been deprecated and will be removed in future releases. Please use"
+DEPRECATED: dict[str, str] = {
+    "--strict-model-config": "Warning: '--strict-model-config' has been deprecated! Please use "
+                             "'--disable-auto-complete-config' instead.",
+    "--trace-file": f"Warning: '--trace-file' {_REMOVED} '--trace-config triton,file=<filepath> instead.",
+    "--trace-level": f"Warning: '--trace-level' {_REMOVED} '--trace-config level=<OFF|TIMESTAMPS|TENSORS> instead.",
+    "--trace-rate": f"Warning: '--trace-rate' {_REMOVED} '--trace-config rate=<rate value> instead.",
+    "--trace-count": f"Warning: '--trace-count' {_REMOVED} '--trace-config count=<count value> instead.",
+    "--trace-log-frequency": f"Warning: '--trace-log-frequency' {_REMOVED} "
+                             "'--trace-config triton,log-frequency=<log frequency value> instead.",
+}
+
+# deprecated trace flag -> (its --trace-config key, template, the words of Triton's override warning)
+_TRACE_FLAGS = {
+    "--trace-file": ("file", "triton,file={}", "file"),
+    "--trace-level": ("level", "level={}", "level"),
+    "--trace-rate": ("rate", "rate={}", "rate value"),
+    "--trace-count": ("count", "count={}", "count"),
+    "--trace-log-frequency": ("log-frequency", "triton,log-frequency={}", "log-frequency"),
+}
+
+
+def _deprecated_trace_flags(given: dict[str, Any], overrides: dict[str, Any], notes: list[str]) -> None:
+    """The old single-purpose trace flags become --trace-config entries placed before the
+    user's own, so that --trace-config wins, as in Triton (with its override warning)."""
+    user = given["--trace-config"] or []
+    user_keys = {entry.partition("=")[0].rpartition(",")[2] for entry in user}  # [<mode>,]<key>=<value>
+    converted: list[str] = []
+    for name, (key, template, words) in _TRACE_FLAGS.items():
+        value = given[name]
+        if value is None:
+            continue
+        notes.append(DEPRECATED[name])
+        if _missing_service("services.tracing.x"):
+            raise ConfigError(f"{name}: this naiad build has no 'tracing' service")
+        if key in user_keys:
+            notes.append(f"Warning: Overriding deprecated '{name}' in favor of provided {words} in --trace-config!")
+        converted += [template.format(v) for v in (value if isinstance(value, list) else [value])]
+    if converted:
+        _set(overrides, "services.tracing.trace_config", converted + list(user))
+
+
 def to_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    """Turn parsed flags into a config override table and the notes to log at start.
+    """Turn parsed flags into a config override table and the notes to log at start
+    (those that start with "Warning: " are tritonserver's own, printed as it prints them).
 
     Raises ConfigError for a refused flag or a bad combination (one line each)."""
     overrides: dict[str, Any] = {}
@@ -223,31 +280,26 @@ def to_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     # Flags whose meaning spans several keys.
     strict_model_config = given["--strict-model-config"]
     if strict_model_config is not None:
-        notes.append("--strict-model-config is deprecated; use --disable-auto-complete-config")
-        if strict_model_config and given["--disable-auto-complete-config"] is None:
+        notes.append(DEPRECATED["--strict-model-config"])
+        if given["--disable-auto-complete-config"]:
+            if not strict_model_config:
+                notes.append("Warning: Overriding deprecated '--strict-model-config' from False to True in favor "
+                             "of '--disable-auto-complete-config'!")
+        elif strict_model_config:
             _set(overrides, "server.disable_auto_complete_config", True)
-
-    deprecated_trace = {
-        "--trace-file": "triton,file={}",
-        "--trace-rate": "rate={}",
-        "--trace-count": "count={}",
-        "--trace-log-frequency": "triton,log-frequency={}",
-    }
-    for name, template in deprecated_trace.items():
-        if given[name] is not None:
-            notes.append(f"{name} is deprecated; use --trace-config")
-            if _missing_service("services.tracing.x"):
-                raise ConfigError(f"{name}: this naiad build has no 'tracing' service")
-            _set(overrides, "services.tracing.trace_config", template.format(given[name]), append=True)
-    for level in given["--trace-level"] or ():
-        _set(overrides, "services.tracing.trace_config", f"level={level}", append=True)
+    _deprecated_trace_flags(given, overrides, notes)
 
     cache_byte_size = given["--response-cache-byte-size"]
     cache_configs = given["--cache-config"] or []
-    if cache_byte_size is not None and cache_configs:
-        raise ConfigError("--response-cache-byte-size and --cache-config cannot be used together")
     if cache_byte_size is not None:
-        notes.append("--response-cache-byte-size is deprecated; use --cache-config local,size=N")
+        notes.append("Warning: '--response-cache-byte-size' has been deprecated! This will default to the 'local' "
+                     "cache implementation with the provided byte size for its config. Please use "
+                     "'--cache-config' instead. The equivalent --cache-config CLI args would be: "
+                     f"'--cache-config=local,size={cache_byte_size}'")
+    if cache_byte_size is not None and cache_configs:
+        raise ConfigError("Error: Incompatible flags --response-cache-byte-size and --cache-config both provided. "
+                          "Please provide one or the other.")
+    if cache_byte_size is not None:
         _set(overrides, "cache.enabled", cache_byte_size > 0)
         _set(overrides, "cache.size", cache_byte_size)
     for text in cache_configs:

@@ -27,6 +27,7 @@ from .config import NaiadConfig
 from .lifecycle import Lifecycle, Phase
 from .messages import DrainStarted, ServerLiveQuery, ServerReadyQuery
 from .service import Service, ServiceContext
+from .startup import InitError
 from .supervisor import RestartPolicy, StartupError, Supervisor
 
 log = logging.getLogger("naiad.kernel")
@@ -37,10 +38,12 @@ EXIT_FAILED = 2
 
 
 class Kernel:
-    def __init__(self, config: NaiadConfig, restart_policy: RestartPolicy = RestartPolicy()) -> None:
+    def __init__(self, config: NaiadConfig, restart_policy: RestartPolicy = RestartPolicy(),
+                 init_error: InitError | None = None) -> None:
         self.config = config
         self.bus = Bus()
         self.lifecycle = Lifecycle()
+        self.init_error = init_error  # Triton would not have created a server; it serves on, not live
         self.context = ServiceContext(
             bus=self.bus, config=config, lifecycle=self.lifecycle, log=logging.getLogger("naiad")
         )
@@ -118,6 +121,9 @@ class Kernel:
 
     async def start(self) -> None:
         self.started_at = time.monotonic()
+        if self.init_error is not None:
+            log.error("%s", self.init_error)
+            self.lifecycle.initialized = False
         self._register_kernel_handlers()
         for svc in self.supervisor.order:
             svc.setup()

@@ -25,6 +25,9 @@ class Phase(str, enum.Enum):
 class Lifecycle:
     def __init__(self) -> None:
         self.phase = Phase.STARTING
+        # False when the server could not initialise (Triton's SERVER_FAILED_TO_INITIALIZE,
+        # kept running by --exit-on-error=false): neither live nor ready, metadata still served.
+        self.initialized = True
         self._conditions: dict[str, bool] = {}
         self.inflight = 0
         self._idle: asyncio.Event | None = None
@@ -34,11 +37,11 @@ class Lifecycle:
 
     @property
     def live(self) -> bool:
-        return self.phase in (Phase.STARTING, Phase.RUNNING, Phase.DRAINING)
+        return self.initialized and self.phase in (Phase.STARTING, Phase.RUNNING, Phase.DRAINING)
 
     @property
     def ready(self) -> bool:
-        if self.phase is not Phase.RUNNING:
+        if self.phase is not Phase.RUNNING or not self.initialized:
             return False
         for ok in self._conditions.values():
             if not ok:

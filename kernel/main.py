@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Sequence
 
-from . import allocator, flags, logs
+from . import allocator, flags, logs, startup
 from .config import NaiadConfig, as_dict, load
 from .schema import ConfigError
 from .version import TRITON_COMPATIBLE_VERSION, __version__
@@ -68,13 +68,21 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     log.info("naiad %s (Triton %s compatible), allocator: %s", __version__, TRITON_COMPATIBLE_VERSION,
              allocator.active_allocator())
     for note in notes:
-        log.info("%s", note)
+        if note.startswith("Warning: "):
+            print(note, file=sys.stderr)  # tritonserver prints its flag warnings on stderr
+        else:
+            log.info("%s", note)
+    models = config.services.get("models")
+    init_error = startup.repository_error(config.server.model_repository) if models and models.enabled else None
+    if init_error is not None and config.server.exit_on_error:
+        print(init_error.creating_server(), file=sys.stderr)
+        return 2
 
     from .kernel import Kernel
     from .loop import run
 
     async def _main() -> int:
-        return await Kernel(config).serve()
+        return await Kernel(config, init_error=init_error).serve()
 
     return run(_main())
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
+from naiad.kernel import header_forward
 from naiad.kernel.schema import ConfigError, setting
 
 #: Triton's restricted-feature categories (`server:src/restricted_features.h`).
@@ -26,7 +26,8 @@ class GrpcConfig:
     port: int = setting(8001, "port to listen on (0 = any free port)", "--grpc-port", minimum=0)
     reuse_port: bool = setting(False, "set SO_REUSEPORT on the listening socket", "--reuse-grpc-port")
     header_forward_pattern: str = setting(
-        "", "regex of request metadata keys forwarded to models as string parameters",
+        "", "RE2 expression (case-insensitive unless it says (?-i)) matched in request metadata "
+        "keys; matching metadata reach models as string parameters",
         "--grpc-header-forward-pattern")
     restricted_protocol: list[str] = setting(
         [], "protocol groups behind a header, as <protocols>:<key>=<value>; the header is "
@@ -73,11 +74,7 @@ class GrpcConfig:
 
     def validate(self) -> None:
         self.restrictions()  # raises ConfigError on a malformed entry
-        if self.header_forward_pattern:
-            try:
-                re.compile(self.header_forward_pattern)
-            except re.error as exc:
-                raise ConfigError(f"header_forward_pattern: not a valid regex: {exc}") from None
+        header_forward.compile_pattern(self.header_forward_pattern)  # raises ConfigError
         if self.use_ssl or self.use_ssl_mutual:
             if not self.server_cert or not self.server_key:
                 raise ConfigError("use_ssl: server_cert and server_key are required")

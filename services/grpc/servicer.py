@@ -17,13 +17,13 @@ the responses of the requests before it (Triton 24.04 has no such mode).
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from grpc_health.v1 import health_pb2
 
+from naiad.kernel import header_forward
 from naiad.kernel.bus import Bus, NoHandler
 from naiad.kernel.inference import messages as m
 from naiad.kernel.inference.errors import InferenceError
@@ -131,7 +131,7 @@ class Servicer:
         self.restrictions = config.restrictions()
         self._infer_restriction = self.restrictions.get("inference")
         pattern = config.header_forward_pattern
-        self._forward = re.compile(pattern, re.IGNORECASE).search if pattern else None
+        self._forward = header_forward.compile_pattern(pattern)  # None when not forwarding
         self.draining = False
         self.streams: set[_Stream] = set()
 

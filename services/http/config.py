@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
+from naiad.kernel import header_forward
 from naiad.kernel.schema import ConfigError, setting
 
 # server:src/restricted_features.h RESTRICTED_CATEGORY_NAMES
@@ -42,7 +42,8 @@ class HttpConfig:
     port: int = setting(8000, "port to listen on (0 = any free port)", "--http-port", minimum=0)
     reuse_port: bool = setting(False, "set SO_REUSEPORT on the listening socket", "--reuse-http-port")
     header_forward_pattern: str = setting(
-        "", "regex (case-insensitive) of request headers forwarded to models as parameters",
+        "", "RE2 expression (case-insensitive unless it says (?-i)) matched in request header names; "
+        "matching headers reach models as request parameters",
         "--http-header-forward-pattern")
     restricted_api: list[str] = setting(
         [], "API groups behind a header, as <apis>:<key>=<value>", "--http-restricted-api")
@@ -58,8 +59,4 @@ class HttpConfig:
 
     def validate(self) -> None:
         parse_restricted_api(self.restricted_api)
-        if self.header_forward_pattern:
-            try:
-                re.compile(self.header_forward_pattern)
-            except re.error as exc:
-                raise ConfigError(f"header_forward_pattern: invalid regex: {exc}") from None
+        header_forward.compile_pattern(self.header_forward_pattern)  # raises ConfigError

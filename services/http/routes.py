@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import re
 import time
 from typing import Any, AsyncIterator, Callable
 
+from naiad.kernel import header_forward
 from naiad.kernel.bus import Bus
 from naiad.kernel.inference import model_config
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
@@ -138,7 +138,7 @@ class HttpRoutes:
         self.offload_bytes = config.offload_bytes
         self.max_body_bytes = config.max_body_bytes
         pattern = config.header_forward_pattern
-        self.forward_re = re.compile(pattern, re.IGNORECASE) if pattern else None
+        self.forward_re = header_forward.compile_pattern(pattern)  # None when not forwarding
 
     # ---------------------------------------------------------------- helpers --
 
@@ -146,11 +146,11 @@ class HttpRoutes:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     def _forwarded(self, headers: Any) -> list[tuple[str, str]]:
-        regex = self.forward_re
-        if regex is None:
+        matches = self.forward_re
+        if matches is None:
             return []
         # Plain str: a transport's case-insensitive key type must not reach the backends.
-        return [(str(k), str(v)) for k, v in headers.items() if regex.search(k)]
+        return [(str(k), str(v)) for k, v in headers.items() if matches(k)]
 
     async def _body(self, request: HttpRequest) -> bytes | bytearray | memoryview:
         """The request body after its Content-Encoding (infer only)."""

@@ -298,6 +298,7 @@ class ModelManager:
                 if lv.state is not State.READY:  # a version updated in place never stopped serving
                     self._set_state(lv, State.READY)
             record.refresh_latest()
+            log.info("successfully loaded '%s'", name)  # Triton's words; the next line has the versions
             log.info("loaded model '%s' version(s) %s in %.0f ms", name,
                      ", ".join(lv.version_str for lv in new_versions), (time.monotonic() - started) * 1000)
             # The new versions serve from here on; retire the old ones.
@@ -341,6 +342,7 @@ class ModelManager:
                 try:
                     for v in versions:
                         if all(lv.version != v for lv in kept):
+                            log.info("loading: %s:%d", name, v)  # Triton's model_lifecycle.cc line
                             built.append(await self._build_version(name, v, repository, model_dir, config, backend))
                     for lv in kept:  # after every build, so that a failed build changes nothing
                         await instances.update(lv, config, self.scheduling)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 
+from support.models import empty_repository
 from support.naiad_process import REPO, free_port, http_get
 
 EXAMPLES = str(REPO / "examples" / "services")
 
 
-def test_example_service_loads_by_module_path_and_uses_the_bus(naiad):
+def test_example_service_loads_by_module_path_and_uses_the_bus(naiad, tmp_path):
     port = free_port()
     config = (
         "[services.status]\n"
         'module = "status_service:StatusService"\n'
         f"port = {port}\n"
     )
-    proc = naiad(config=config, env={"PYTHONPATH": EXAMPLES})
+    proc = naiad(f"--model-repository={empty_repository(tmp_path)}", config=config, env={"PYTHONPATH": EXAMPLES})
     status, body = http_get(f"http://127.0.0.1:{port}/status")
     assert status == 200
     payload = json.loads(body)

@@ -9,15 +9,17 @@ import signal
 import threading
 import time
 
+from support.models import empty_repository
 from support.naiad_process import REPO, free_port, http_get
 
 EXAMPLES = str(REPO / "examples" / "services")
 
 
-def _start(naiad, *flags):
+def _start(naiad, tmp_path, *flags):
     port = free_port()
     config = f'[services.status]\nmodule = "status_service:StatusService"\nport = {port}\n'
-    proc = naiad(*flags, config=config, env={"PYTHONPATH": EXAMPLES})
+    proc = naiad(f"--model-repository={empty_repository(tmp_path)}", *flags, config=config,
+                 env={"PYTHONPATH": EXAMPLES})
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -34,8 +36,8 @@ def _wait_inflight_started():
     time.sleep(0.3)  # the request reaches the server well within this on loopback
 
 
-def test_sigterm_lets_inflight_request_complete_and_exits_zero(naiad):
-    proc, status_url = _start(naiad, "--exit-timeout-secs=10")
+def test_sigterm_lets_inflight_request_complete_and_exits_zero(naiad, tmp_path):
+    proc, status_url = _start(naiad, tmp_path, "--exit-timeout-secs=10")
     results: list = []
     t = _slow_request(status_url, 1500, results)
     _wait_inflight_started()
@@ -53,8 +55,8 @@ def test_sigterm_lets_inflight_request_complete_and_exits_zero(naiad):
     assert "waiting for 1 in-flight request(s)" in proc.logs()
 
 
-def test_deadline_cuts_off_requests_with_nonzero_exit_and_a_count(naiad):
-    proc, status_url = _start(naiad, "--exit-timeout-secs=1")
+def test_deadline_cuts_off_requests_with_nonzero_exit_and_a_count(naiad, tmp_path):
+    proc, status_url = _start(naiad, tmp_path, "--exit-timeout-secs=1")
     results: list = []
     threads = [_slow_request(status_url, 8000, results) for _ in range(2)]
     _wait_inflight_started()
@@ -69,8 +71,8 @@ def test_deadline_cuts_off_requests_with_nonzero_exit_and_a_count(naiad):
     assert "the 1s exit timeout cut off 2 in-flight request(s)" in proc.logs()
 
 
-def test_second_signal_cuts_the_drain_short(naiad):
-    proc, status_url = _start(naiad, "--exit-timeout-secs=30")
+def test_second_signal_cuts_the_drain_short(naiad, tmp_path):
+    proc, status_url = _start(naiad, tmp_path, "--exit-timeout-secs=30")
     results: list = []
     t = _slow_request(status_url, 20000, results)
     _wait_inflight_started()
@@ -88,8 +90,8 @@ def test_second_signal_cuts_the_drain_short(naiad):
     assert "a second signal cut off 1 in-flight request(s)" in logs
 
 
-def test_idle_server_stops_at_once_with_zero(naiad):
-    proc = naiad()
+def test_idle_server_stops_at_once_with_zero(naiad, tmp_path):
+    proc = naiad(f"--model-repository={empty_repository(tmp_path)}")
     sent = time.monotonic()
     assert proc.stop(30) == 0
     assert time.monotonic() - sent < 5

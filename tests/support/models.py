@@ -84,3 +84,10 @@ def write_model(repo: Path, name: str, config: str | None, model_py: str, versio
         (model_dir / str(v)).mkdir(exist_ok=True)
         (model_dir / str(v) / "model.py").write_text(textwrap.dedent(model_py))
     return model_dir
+
+
+def empty_repository(root: Path) -> Path:
+    """An empty model repository folder under `root` (naiad, as Triton, needs one to start)."""
+    repo = root / "models"
+    repo.mkdir(parents=True, exist_ok=True)
+    return repo

@@ -112,5 +112,5 @@ def test_restricted_api_parsing_and_config_validation():
         "model-repository": ("admin-key", "a=b"), "shared-memory": ("admin-key", "a=b"), "trace": ("t", "1")}
     with pytest.raises(ConfigError):
         HttpConfig(restricted_api=["bogus:k=v"]).validate()
-    with pytest.raises(ConfigError, match="invalid regex"):
+    with pytest.raises(ConfigError, match="not a valid RE2 expression"):
         HttpConfig(header_forward_pattern="(").validate()
