@@ -55,3 +55,8 @@ class InferenceError(Exception):
     @classmethod
     def cancelled(cls, message: str = "request cancelled") -> "InferenceError":
         return cls(message, ErrorCode.CANCELLED)
+
+
+def log_request(request_id: str) -> str:
+    """The prefix Triton's core puts on the request errors it raises (`LogRequest()`)."""
+    return f"[request id: {request_id or '<id_unknown>'}] "

@@ -18,7 +18,7 @@ INVALID_ARG (400).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -76,13 +76,44 @@ class ResponsePlan:
 
 
 def _is_uint(v: Any) -> bool:
-    return type(v) is int and v >= 0
+    return type(v) is int and 0 <= v < 1 << 64
 
 
-def parse_json(body: bytes | bytearray | memoryview, what: str = "request") -> Any:
+def _is_int(v: Any) -> bool:
+    return type(v) is int and -(1 << 63) <= v < 1 << 63
+
+
+# TritonJson's accessor errors (common `triton_json.h`), INTERNAL as Triton's server builds it.
+JSON_NOT_A = {
+    "string": "attempt to access JSON non-string as string",
+    "bool": "attempt to access JSON non-boolean as boolean",
+    "int": "attempt to access JSON non-signed-integer as signed-integer",
+    "uint": "attempt to access JSON non-unsigned-integer as unsigned-integer",
+    "double": "attempt to access JSON non-number as double",
+    "array": "attempt to access JSON non-array as array",
+    "object": "attempt to access JSON non-object as object",
+}
+
+
+def json_type_error(context: str, kind: str) -> InferenceError:
+    """`<context>: attempt to access JSON non-<kind> as <kind>` (Triton's RETURN_MSG_IF_ERR)."""
+    return _internal(f"{context}: {JSON_NOT_A[kind]}")
+
+
+def _bad(key: str, kind: str) -> InferenceError:
+    return json_type_error(f"Unable to parse '{key}'", kind)
+
+
+def _missing(key: str, member: str | None = None) -> InferenceError:
+    return _internal(f"Unable to parse '{key}': attempt to access non-existing object member '{member or key}'")
+
+
+def parse_json(body: bytes | bytearray | memoryview, what: str = "request",
+               object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
     """`json.loads` with TritonJson's failure code (INTERNAL) and a readable message."""
     try:
-        return json.loads(body if not isinstance(body, memoryview) else bytes(body))
+        return json.loads(body if not isinstance(body, memoryview) else bytes(body),
+                          object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as exc:
         raise _internal(f"failed to parse the {what} JSON buffer: {exc.msg} at {exc.pos}") from None
     except UnicodeDecodeError as exc:
@@ -101,95 +132,155 @@ def header_length(value: str | None, content_length: int) -> int:
     when the header is absent)."""
     if value is None:
         return content_length
-    try:
-        n = int(value.strip())
-    except ValueError:
-        raise _invalid(f"Unable to parse {HEADER_LENGTH}, got: {value}") from None
+    n = _atoi(value)
     if n < 0 or n > content_length:
         raise _invalid(f"inference header size should be in range (0, {content_length}), got: {value}")
     return n
 
 
+def _atoi(text: str) -> int:
+    """C's atoi, as Triton reads the header: leading digits after optional blanks and
+    sign; anything else is 0 (so an unreadable value makes a raw binary request)."""
+    text = text.lstrip(" \t\n\v\f\r")
+    sign = 1
+    if text[:1] in ("+", "-"):
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    digits = 0
+    while digits < len(text) and "0" <= text[digits] <= "9":
+        digits += 1
+    return sign * int(text[:digits]) if digits else 0
+
+
 # ------------------------------------------------------------------ tensors from JSON --
 
 
-def _flatten_strings(data: list, out: list[bytes]) -> None:
-    for item in data:
-        if type(item) is str:
-            out.append(item.encode("utf-8", "surrogateescape"))
-        elif type(item) is list:
-            _flatten_strings(item, out)
+def flatten_json_strings(data: Any, out: list[bytes]) -> None:
+    """Triton's `JsonBytesArrayByteSize`: every leaf of the nested arrays is a string."""
+    if type(data) is str:
+        out.append(data.encode("utf-8", "surrogateescape"))
+    elif type(data) is list:
+        for item in data:
+            flatten_json_strings(item, out)
+    else:
+        raise json_type_error("Unable to parse JSON bytes array", "string")
+
+
+# Which JSON leaves each wire type reads (`ReadDataFromJsonHelper`) and the TritonJson
+# accessor it reads them with.
+_LEAF_KIND: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint", "UINT16": "uint", "UINT32": "uint", "UINT64": "uint",
+    "INT8": "int", "INT16": "int", "INT32": "int", "INT64": "int",
+    "FP32": "double", "FP64": "double",
+}
+# The widest numpy type for each accessor: a narrower target then wraps as Triton's casts do.
+_LEAF_DTYPE = {"bool": np.bool_, "uint": np.uint64, "int": np.int64, "double": np.float64}
+_LEAF_OK = {
+    "bool": lambda v: type(v) is bool,
+    "uint": _is_uint,
+    "int": _is_int,
+    "double": lambda v: type(v) is int or type(v) is float,
+}
+
+
+def _read_leaves(data: list, datatype: str, count: int) -> list:
+    """The leaves of nested `data` in order, checked one by one as Triton reads them:
+    a leaf past `count`, or of the wrong JSON type, is refused at that leaf."""
+    kind = _LEAF_KIND[datatype]
+    ok = _LEAF_OK[kind]
+    leaves: list = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                stack.append(iter(item))
+                break
+            if len(leaves) >= count:
+                raise _internal(_SHAPE_MISMATCH)
+            if not ok(item):
+                raise json_type_error("Unable to parse 'data'", kind)
+            leaves.append(item)
         else:
-            raise _internal("Unable to parse 'data': attempt to access JSON non-string as string")
+            stack.pop()
+    if len(leaves) != count:
+        raise _internal(_SHAPE_MISMATCH)
+    return leaves
 
 
 def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Tensor:
     """A tensor from a JSON `data` array (nested or flat; only the element count must
-    match the shape)."""
-    if datatype == "FP16" or datatype == "BF16":
-        raise _invalid(f"receiving {datatype} data via JSON is not supported. Please use the binary "
-                       f"data format for input {name}")
+    match the shape), with the checks and words of Triton's `ReadDataFromJson`."""
     count = element_count(shape)
+    if count == 0:  # Triton reads no data at all for an empty tensor
+        if datatype == "BYTES":
+            return Tensor(name, datatype, shape, array=np.empty(shape, dtype=object))
+        target = WIRE_TO_NUMPY.get(datatype)
+        return Tensor(name, datatype, shape, array=np.empty(shape, dtype=target) if target else None,
+                      raw=None if target else b"")
+    if type(data) is not list:
+        raise _bad("data", "array")
     if datatype == "BYTES":
-        if type(data) is not list:
-            raise _internal("Unable to parse 'data'")
         items: list[bytes] = []
-        _flatten_strings(data, items)
+        flatten_json_strings(data, items)
         if len(items) != count:
             raise _internal(_SHAPE_MISMATCH)
         arr = np.empty(count, dtype=object)
         arr[:] = items
         return Tensor(name, datatype, shape, array=arr.reshape(shape))
+    if datatype == "FP16" or datatype == "BF16":
+        raise _invalid(f"receiving {datatype} data via JSON is not supported. Please use the binary "
+                       f"data format for input {name}")
     accept = _ACCEPT.get(datatype)
     if accept is None:
         raise _invalid(f"invalid datatype for input {name}")
-    if count == 0:
-        return Tensor(name, datatype, shape, array=np.empty(shape, dtype=WIRE_TO_NUMPY[datatype]))
-    if type(data) is not list:
-        raise _internal("Unable to parse 'data'")
+    target = WIRE_TO_NUMPY[datatype]
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError):
-        raise _internal(_SHAPE_MISMATCH) from None
-    if arr.size != count:
-        raise _internal(_SHAPE_MISMATCH)
-    target = WIRE_TO_NUMPY[datatype]
-    if arr.dtype.kind not in accept:
-        # Integers beyond int64 next to small ones come out as float64: convert again
-        # with the target dtype and keep the result only if it is exact.
-        exact = None
-        if arr.dtype.kind == "f" and accept is _INT_KINDS:
-            try:
-                exact = np.asarray(data, dtype=target)
-            except (ValueError, TypeError, OverflowError):
-                exact = None
-            if exact is not None and not np.array_equal(exact.astype(np.float64), arr):
-                exact = None
-        if exact is None:
-            raise _internal(f"Unable to parse 'data': expected {datatype} values, got {_json_kind(arr)}")
-        arr = exact
+        arr = None  # ragged nesting: Triton only counts the leaves
+    if arr is None or arr.dtype.kind not in accept or arr.size != count or _out_of_range(arr, datatype):
+        # The slow, exact path: find the leaf Triton would stop at, else take the leaves.
+        leaves = _read_leaves(data, datatype, count)
+        arr = np.asarray(leaves, dtype=_LEAF_DTYPE[_LEAF_KIND[datatype]])
     arr = arr.astype(target, copy=False).reshape(shape)
     return Tensor(name, datatype, shape, array=arr)
 
 
-def _json_kind(arr: np.ndarray) -> str:
+def _out_of_range(arr: np.ndarray, datatype: str) -> bool:
+    """Values numpy took but TritonJson's accessor refuses: negatives read as unsigned,
+    integers past int64 read as signed."""
     kind = arr.dtype.kind
-    return {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers", "U": "strings"}.get(kind, "mixed values")
+    if datatype[0] == "U":
+        return kind == "i" and arr.size > 0 and bool(arr.min() < 0)
+    if datatype[0] == "I":
+        return kind == "u"
+    return False
 
 
 def _shm_ref(params: dict) -> SharedMemoryRef | None:
-    region = params.get("shared_memory_region")
-    if region is None:
+    if "shared_memory_region" not in params:
         return None
+    region = params["shared_memory_region"]
     if type(region) is not str:
-        raise _internal("Unable to parse 'shared_memory_region'")
+        raise _bad("shared_memory_region", "string")
     offset = params.get("shared_memory_offset", 0)
     if not _is_uint(offset):
-        raise _internal("Unable to parse 'shared_memory_offset'")
+        raise _bad("shared_memory_offset", "uint")
     size = params.get("shared_memory_byte_size", 0)
     if not _is_uint(size):
-        raise _internal("Unable to parse 'shared_memory_byte_size'")
+        raise _bad("shared_memory_byte_size", "uint")
     return SharedMemoryRef(region, size, offset)
+
+
+def _member(obj: Any, key: str, typ: type, kind: str) -> Any:
+    """`MemberAsString`/`MemberAsArray` of a request member, with TritonJson's errors."""
+    if type(obj) is not dict or key not in obj:
+        raise _missing(key)
+    value = obj[key]
+    if type(value) is not typ:
+        raise _bad(key, kind)
+    return value
 
 
 def _content_error(has_data: bool, has_binary: bool, has_shm: bool) -> InferenceError:
@@ -234,11 +325,11 @@ def decode_infer(
 
     doc = parse_json(body if hlen == size else body[:hlen])
     if type(doc) is not dict:
-        raise _internal("Unable to parse 'inputs'")
+        raise _missing("inputs")
 
     request_id = doc.get("id", "")
     if type(request_id) is not str:
-        raise _internal("Unable to parse 'id'")
+        raise _bad("id", "string")
 
     # ---- request parameters (ParseJsonTritonParams)
     parameters: dict[str, Any] = {}
@@ -249,32 +340,32 @@ def decode_infer(
     params = doc.get("parameters")
     if params is not None:
         if type(params) is not dict:
-            raise _internal("failed to get request params.")
+            raise _internal("failed to get request params.: attempt to get members for non-object")
         for key, value in params.items():
             if key == "sequence_id":
                 if _is_uint(value) or type(value) is str:
                     sequence_id = value
                 else:
-                    raise _internal("Unable to parse 'sequence_id'")
+                    raise _bad("sequence_id", "string")
             elif key == "sequence_start":
                 if type(value) is not bool:
-                    raise _internal("Unable to parse 'sequence_start'")
+                    raise _bad("sequence_start", "bool")
                 start = value
             elif key == "sequence_end":
                 if type(value) is not bool:
-                    raise _internal("Unable to parse 'sequence_end'")
+                    raise _bad("sequence_end", "bool")
                 end = value
             elif key == "priority":
                 if not _is_uint(value):
-                    raise _internal("Unable to parse 'priority'")
+                    raise _bad("priority", "uint")
                 priority = value
             elif key == "timeout":
                 if not _is_uint(value):
-                    raise _internal("Unable to parse 'timeout'")
+                    raise _bad("timeout", "uint")
                 timeout = value
             elif key == "binary_data_output":
                 if type(value) is not bool:
-                    raise _internal("Unable to parse 'binary_data_output'")
+                    raise _bad("binary_data_output", "bool")
                 default_binary = value
             elif key.startswith("triton_"):
                 raise _invalid("parameter keys starting with 'triton_' are reserved for Triton usage "
@@ -283,41 +374,37 @@ def decode_infer(
                 parameters[key] = parameter_value(key, value)
 
     # ---- inputs (ParseJsonTritonIO)
-    inputs_json = doc.get("inputs")
+    if "inputs" not in doc:
+        raise _missing("inputs")
+    inputs_json = doc["inputs"]
     if type(inputs_json) is not list:
-        raise _internal("Unable to parse 'inputs'")
+        raise _bad("inputs", "array")
     view: memoryview | None = None
     offset = hlen
     inputs: list[Tensor] = []
     append = inputs.append
     for item in inputs_json:
         if type(item) is not dict:
-            raise _internal("Unable to parse 'inputs'")
+            raise _content_error(False, False, False)
         p = item.get("parameters")
-        if p is not None and type(p) is not dict:
-            raise _internal("Unable to parse 'parameters'")
+        if type(p) is not dict:
+            p = None  # TritonJson finds no member in a non-object
         has_data = "data" in item
         has_binary = p is not None and "binary_data_size" in p
         has_shm = p is not None and "shared_memory_region" in p
         if has_data + has_binary + has_shm != 1:
             raise _content_error(has_data, has_binary, has_shm)
-        name = item.get("name")
-        if type(name) is not str:
-            raise _internal("Unable to parse 'name'")
-        datatype = item.get("datatype")
-        if type(datatype) is not str:
-            raise _internal("Unable to parse 'datatype'")
-        shape_json = item.get("shape")
-        if type(shape_json) is not list:
-            raise _internal("Unable to parse 'shape'")
+        name = _member(item, "name", str, "string")
+        datatype = _member(item, "datatype", str, "string")
+        shape_json = _member(item, "shape", list, "array")
         for d in shape_json:
             if not _is_uint(d):
-                raise _internal("Unable to parse 'shape'")
+                raise _bad("shape", "uint")
         shape = tuple(shape_json)
         if has_binary:
             nbytes = p["binary_data_size"]  # type: ignore[index]
             if not _is_uint(nbytes):
-                raise _internal("Unable to parse 'binary_data_size'")
+                raise _bad("binary_data_size", "uint")
             if nbytes and header_value is None:
                 raise _invalid("must specify valid 'Infer-Header-Content-Length' in request header and "
                                "'binary_data_size' when passing inputs in binary data format")
@@ -342,35 +429,29 @@ def decode_infer(
     if "outputs" in doc:
         outputs_json = doc["outputs"]
         if type(outputs_json) is not list:
-            raise _internal("Unable to parse 'outputs'")
+            raise _bad("outputs", "array")
         outputs = []
         requested = {}
         for item in outputs_json:
-            if type(item) is not dict:
-                raise _internal("Unable to parse 'outputs'")
-            p = item.get("parameters")
-            if p is None:
-                p = {}
-            elif type(p) is not dict:
-                raise _internal("Unable to parse 'parameters'")
+            p = item.get("parameters") if type(item) is dict else None
+            if type(p) is not dict:
+                p = {}  # TritonJson finds no member in a non-object
             shm_requested = "shared_memory_region" in p
             if shm_requested:
                 if "classification" in p:
                     raise _invalid("Output can't set both 'shared_memory_region' and 'classification'")
                 if "binary_data" in p:
                     if type(p["binary_data"]) is not bool:
-                        raise _internal("Unable to set 'binary_data'")
+                        raise json_type_error("Unable to set 'binary_data'", "bool")
                     if p["binary_data"]:
                         raise _invalid("Output can't set both 'shared_memory_region' and 'binary_data'")
-            name = item.get("name")
-            if type(name) is not str:
-                raise _internal("Unable to parse 'name'")
+            name = _member(item, "name", str, "string")
             classes = p.get("classification", 0)
             if not _is_uint(classes):
-                raise _internal("Unable to set 'classification'")
+                raise json_type_error("Unable to set 'classification'", "uint")
             binary = p.get("binary_data", False)
             if type(binary) is not bool:
-                raise _internal("Unable to parse 'binary_data'")
+                raise _bad("binary_data", "bool")
             out = RequestedOutput(name, binary=binary, classification=classes,
                                   shm=_shm_ref(p) if shm_requested else None)
             outputs.append(out)

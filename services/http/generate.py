@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from naiad.kernel.inference.errors import ErrorCode, InferenceError
+from naiad.kernel.inference.errors import ErrorCode, InferenceError, log_request
 from naiad.kernel.inference.messages import ModelMetadata, TensorMetadata
 from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, Tensor
 
-from .codec import json_data, parameter_value, parse_json, tensor_from_json
+from .codec import flatten_json_strings, json_data, json_type_error, parameter_value, parse_json, tensor_from_json
 
 SSE_TYPE = "text/event-stream; charset=utf-8"
 ONE_RESPONSE = ("generate expects model to produce exactly 1 response, use generate stream for model "
@@ -43,35 +43,56 @@ def _shape_for(name: str, meta: TensorMetadata, count: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
+class _JsonObject(dict):
+    """A JSON object that keeps every key as written, repeats included (rapidjson's
+    `Members`), while lookups see the first value of a key (its `FindMember`)."""
+
+    __slots__ = ("members",)
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject()
+    obj.members = [k for k, _ in pairs]
+    for k, v in pairs:
+        obj.setdefault(k, v)
+    return obj
+
+
 def _tensor(name: str, meta: TensorMetadata, value: Any) -> Tensor:
     data = value if type(value) is list else [value]
+    if meta.datatype == "BYTES":
+        flatten_json_strings(data, [])  # Triton sizes BYTES data before it shapes it
     return tensor_from_json(name, meta.datatype, _shape_for(name, meta, len(data)), data)
 
 
-def _convert(doc: dict, inputs: dict[str, TensorMetadata], tensors: list[Tensor],
+def _convert(doc: _JsonObject, inputs: dict[str, TensorMetadata], tensors: list[Tensor],
              parameters: dict[str, Any], top: bool) -> None:
-    for key, value in doc.items():
+    for key in doc.members:
+        value = doc[key]
         if top and key == "parameters":
             if key in inputs:
                 raise InferenceError.invalid(
                     "Keyword 'parameters' for nested schema also given as input tensor name")
-            if type(value) is not dict:
-                raise InferenceError.internal("Expected JSON object for keyword: 'parameters'")
+            if type(value) is not _JsonObject:
+                raise json_type_error("Expected JSON object for keyword: 'parameters'", "object")
             try:
                 _convert(value, inputs, tensors, parameters, top=False)
             except InferenceError as exc:
                 raise InferenceError(f"Converting keyword: 'parameters': {exc.message}", exc.code) from None
         elif key in inputs:
+            if any(t.name == key for t in tensors):
+                # The generate request has no id, so Triton's core names it <id_unknown>.
+                raise InferenceError.invalid(f"{log_request('')}input '{key}' already exists in request")
             tensors.append(_tensor(key, inputs[key], value))
-        else:
+        elif key not in parameters:
             parameters[key] = parameter_value(key, value)
 
 
 def decode_generate(body: bytes | bytearray | memoryview, metadata: ModelMetadata,
                     model_name: str, model_version: str = "") -> InferenceRequest:
-    doc = parse_json(body)
-    if type(doc) is not dict:
-        raise InferenceError.internal("failed to parse the request JSON buffer: expected a JSON object")
+    doc = parse_json(body, object_pairs_hook=_json_object)
+    if type(doc) is not _JsonObject:
+        raise InferenceError.internal("attempt to get members for non-object")
     tensors: list[Tensor] = []
     parameters: dict[str, Any] = {}
     _convert(doc, {t.name: t for t in metadata.inputs}, tensors, parameters, top=True)

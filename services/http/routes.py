@@ -39,6 +39,7 @@ from naiad.kernel.messages import ServerLiveQuery, ServerReadyQuery
 
 from . import compression, render
 from .codec import (
+    JSON_NOT_A,
     HEADER_LENGTH,
     ResponsePlan,
     decode_infer,
@@ -74,10 +75,29 @@ def _optional_object(body: bytes | bytearray | memoryview) -> dict:
     return _json_object(body) if len(body) else {}
 
 
-def _uint(doc: dict, key: str, default: int | None = None) -> int:
-    value = doc.get(key, default)
-    if type(value) is not int or value < 0:
-        raise InferenceError.internal(f"Unable to parse '{key}': expected an unsigned integer")
+_CUDA_IPC_HANDLE_SIZE = 64  # sizeof(cudaIpcMemHandle_t)
+
+
+def _lenient_object(body: bytes | bytearray | memoryview) -> dict:
+    """A JSON body read as Triton's `Find` reads it: members of a non-object are absent."""
+    doc = parse_json(body)
+    return doc if type(doc) is dict else {}
+
+
+def _json_uint(value: Any) -> int:
+    """TritonJson's `AsUInt` (its bare error text, INTERNAL)."""
+    if type(value) is not int or not 0 <= value < 1 << 64:
+        raise InferenceError.internal(JSON_NOT_A["uint"])
+    return value
+
+
+def _json_member(obj: Any, key: str, typ: type, kind: str) -> Any:
+    """TritonJson's `MemberAs<kind>` (bare error texts, INTERNAL)."""
+    if type(obj) is not dict or key not in obj:
+        raise InferenceError.internal(f"attempt to access non-existing object member '{key}'")
+    value = obj[key]
+    if type(value) is not typ:
+        raise InferenceError.internal(JSON_NOT_A[kind])
     return value
 
 
@@ -394,16 +414,16 @@ class HttpRoutes:
         region = request.params.get("region", "")
         if not region:
             raise InferenceError.invalid("'region name' is necessary to register system shared memory region")
-        doc = _json_object(request.body)
+        doc = _lenient_object(request.body)
         if "key" not in doc:
             raise InferenceError.invalid("Shared memory register request has no 'key' field")
         key = doc["key"]
         if type(key) is not str:
-            raise InferenceError.internal("Unable to parse 'key': expected a string")
-        offset = _uint(doc, "offset", 0)
+            raise InferenceError.internal(JSON_NOT_A["string"])
+        offset = _json_uint(doc.get("offset", 0))
         if "byte_size" not in doc:
             raise InferenceError.invalid("Shared memory register request has no 'byte_size' field")
-        await self.bus.request(SystemShmRegister(region, key, offset, _uint(doc, "byte_size")))
+        await self.bus.request(SystemShmRegister(region, key, offset, _json_uint(doc["byte_size"])))
         return _ok_json()
 
     async def system_shm_unregister(self, request: HttpRequest) -> HttpResponse:
@@ -418,18 +438,19 @@ class HttpRoutes:
         region = request.params.get("region", "")
         if not region:
             raise InferenceError.invalid("'region name' is necessary to register cuda shared memory region")
-        doc = _json_object(request.body)
+        doc = _lenient_object(request.body)
         if "raw_handle" not in doc:
             raise InferenceError.invalid("Shared memory register request has no 'raw_handle' field")
-        handle = doc["raw_handle"]
-        b64 = handle.get("b64") if type(handle) is dict else None
-        if type(b64) is not str:
-            raise InferenceError.internal("Unable to parse 'b64': expected a string")
+        b64 = _json_member(doc["raw_handle"], "b64", str, "string")
+        byte_size = _json_uint(_json_member(doc, "byte_size", int, "uint"))
+        device_id = _json_uint(_json_member(doc, "device_id", int, "uint"))
         try:
             raw = base64.b64decode(b64)
         except (binascii.Error, ValueError):
-            raise InferenceError.invalid("'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t") from None
-        await self.bus.request(CudaShmRegister(region, raw, _uint(doc, "device_id"), _uint(doc, "byte_size")))
+            raw = b""
+        if len(raw) != _CUDA_IPC_HANDLE_SIZE:
+            raise InferenceError.invalid("'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t")
+        await self.bus.request(CudaShmRegister(region, raw, device_id, byte_size))
         return _ok_json()
 
     async def cuda_shm_unregister(self, request: HttpRequest) -> HttpResponse:

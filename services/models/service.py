@@ -204,7 +204,7 @@ class ModelService(Service):
             for t in request.inputs:
                 trace.tensor("TENSOR_QUEUE_INPUT", t)
         if len(request.inputs) == 1 and request.inputs[0].name == "raw_input" and not request.inputs[0].datatype:
-            lv.schema.adopt_raw_input(request.inputs[0])
+            lv.schema.adopt_raw_input(request.inputs[0], request.id)
         batch = lv.schema.validate(request)
         for t in request.inputs:
             if t.shm is not None and t._raw is None:

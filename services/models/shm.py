@@ -7,6 +7,7 @@ into it. Every offset and size is checked against the registered window.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from typing import Any
@@ -43,25 +44,29 @@ class SharedMemoryRegistry:
     # ------------------------------------------------------------------ system --
 
     def register_system(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        """Map `byte_size` bytes at `offset` of the POSIX object `key`, with the checks and
+        words of Triton's `SharedMemoryManager::RegisterSystemSharedMemory`."""
         if name in self._system or name in self._cuda:
             raise InferenceError(f"shared memory region '{name}' already in manager", ErrorCode.ALREADY_EXISTS)
-        if offset < 0 or byte_size <= 0:
-            raise InferenceError.invalid(
-                f"failed to register shared memory region '{name}': offset and byte_size must be positive")
+        # shm_open's rules: leading slashes are dropped; nothing else may be a slash.
         shm_name = key.lstrip("/")
-        if not shm_name or "/" in shm_name or shm_name in (".", ".."):
-            raise InferenceError.invalid(f"Unable to open shared memory region: '{key}'")
-        path = os.path.join(_SHM_ROOT, shm_name)
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except OSError as exc:
-            raise InferenceError.invalid(f"Unable to open shared memory region: '{key}': {exc.strerror}") from None
+        fd = -1
+        if shm_name and "/" not in shm_name and shm_name not in (".", ".."):
+            try:
+                fd = os.open(os.path.join(_SHM_ROOT, shm_name), os.O_RDWR)
+            except OSError:
+                fd = -1
+        if fd == -1:
+            raise InferenceError.internal(f"Unable to open shared memory region: '{key}'")
         try:
             size = os.fstat(fd).st_size
             if offset + byte_size > size:
+                raise InferenceError.invalid(f"failed to register shared memory region '{name}': invalid args")
+            if byte_size == 0 or offset % mmap.ALLOCATIONGRANULARITY:
+                # Triton maps exactly [offset, offset + byte_size), which mmap(2) refuses.
                 raise InferenceError.invalid(
-                    f"failed to register shared memory region '{name}': offset {offset} + byte_size {byte_size} "
-                    f"exceeds the region's size {size}")
+                    f"failed to register shared memory region '{name}': unable to process address space"
+                    f"{os.strerror(errno.EINVAL)}")
             mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
@@ -78,9 +83,20 @@ class SharedMemoryRegistry:
         if name:
             region = self._system.get(name)
             if region is None:
-                raise InferenceError.not_found(f"Unable to find system shared memory region: '{name}'")
-            return [region.info]
+                self._status_miss(name, cuda=False)
+            return [region.info]  # type: ignore[union-attr]
         return [r.info for r in self._system.values()]
+
+    def _status_miss(self, name: str, cuda: bool) -> None:
+        """Triton's status errors for a name that is not a region of the kind asked for
+        (its not-found text says "system" for both kinds)."""
+        if not cuda and name in self._cuda:
+            raise InferenceError.not_found(
+                f"The region named '{name}' is registered as CUDA shared memory, not system shared memory")
+        if cuda and name in self._system:
+            raise InferenceError.not_found(
+                f"The region named '{name}' is registered as system shared memory, not CUDA shared memory")
+        raise InferenceError.not_found(f"Unable to find system shared memory region: '{name}'")
 
     # ------------------------------------------------------------------ CUDA --
 
@@ -103,7 +119,7 @@ class SharedMemoryRegistry:
         if name:
             region = self._cuda.get(name)
             if region is None:
-                raise InferenceError.not_found(f"Unable to find cuda shared memory region: '{name}'")
+                self._status_miss(name, cuda=True)
             return [region.info]
         return [r.info for r in self._cuda.values()]
 
@@ -115,7 +131,12 @@ class SharedMemoryRegistry:
             if ref.region in self._cuda:
                 raise InferenceError.invalid(f"CUDA shared memory region '{ref.region}' is not supported here")
             raise InferenceError.not_found(f"Unable to find shared memory region: '{ref.region}'")
-        if ref.offset < 0 or ref.byte_size < 0 or ref.offset + ref.byte_size > region.info.byte_size:
+        # Triton's `GetMemoryInfo` bounds, against the registered window: the offset must
+        # fall inside it, then its last byte (offset + byte_size - 1, unsigned) too.
+        last = region.info.byte_size - 1
+        if ref.offset < 0 or ref.offset > last:
+            raise InferenceError.invalid(f"Invalid offset for shared memory region: '{ref.region}'")
+        if ref.byte_size < 0 or (ref.offset + ref.byte_size - 1) % (1 << 64) > last:
             raise InferenceError.invalid(
                 f"Invalid offset + byte size for shared memory region: '{ref.region}'")
         return region.view[ref.offset: ref.offset + ref.byte_size]
