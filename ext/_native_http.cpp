@@ -192,6 +192,13 @@ class Server {
 
   size_t connections() const { return nconns_.load(); }
 
+  // Stop accepting: the listening socket closes; open connections are served on (Triton's
+  // HTTPServer::Stop refuses new connections while it waits for the open ones).
+  void close_listener() {
+    refuse_new_ = true;
+    outbox_.signal();
+  }
+
  private:
   static constexpr uint64_t kListenTag = ~uint64_t(0);
   static constexpr uint64_t kOutboxTag = ~uint64_t(0) - 1;
@@ -217,12 +224,14 @@ class Server {
     std::chrono::steady_clock::time_point deadline{};
     bool draining = false;
     for (;;) {
-      if (stopping_.load() && !draining) {
-        draining = true;
-        deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(grace_ * 1000));
+      if ((refuse_new_.load() || stopping_.load()) && listen_fd_ >= 0) {
         epoll_ctl(ep_, EPOLL_CTL_DEL, listen_fd_, nullptr);
         ::close(listen_fd_);
         listen_fd_ = -1;
+      }
+      if (stopping_.load() && !draining) {
+        draining = true;
+        deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(grace_ * 1000));
       }
       if (draining) {
         // Idle connections close now; busy ones once their reply is written.
@@ -493,6 +502,7 @@ class Server {
   double keepalive_;
   double grace_ = 0.0;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> refuse_new_{false};
   std::atomic<bool> stopped_{false};
   std::atomic<size_t> nconns_{0};
   uint64_t next_id_ = 0;
@@ -564,6 +574,7 @@ PYBIND11_MODULE(_native_http, m) {
            py::arg("keepalive_secs") = 75.0)
       .def_property_readonly("port", &Server::port)
       .def_property_readonly("connections", &Server::connections)
+      .def("close_listener", &Server::close_listener, "stop accepting connections; open ones are served on")
       .def("fileno", &Server::fd)
       .def("take", &Server::take, "every request framed since the last call (one eventfd wake-up)")
       .def(

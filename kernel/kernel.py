@@ -3,8 +3,10 @@
 Sequence (one deadline, written down once):
   start   services in dependency order; the bus freezes first
   run     until SIGTERM/SIGINT, `request_stop()`, or an essential service given up on
-  drain   readiness false -> services stop accepting -> wait for in-flight work up to
-          `exit_timeout_secs` (a second signal cuts this short)
+  close   readiness false -> listeners close; open connections are served while work is
+          in flight
+  drain   services stop accepting work -> wait for in-flight work; close and drain share
+          one `exit_timeout_secs` countdown (a second signal cuts it short)
   stop    services in reverse order, each within its stop timeout
 The exit code is 0 after a clean drain, 1 when the deadline cut requests off, 2 when
 an essential service could not start or be kept up.
@@ -15,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from . import logs
 from .bus import Bus
-from .inference.messages import LogSettingRequest
+from .inference.messages import LogSettingRequest, RepositoryIndexQuery
 from .inference.trace import TraceHub
 from .config import NaiadConfig
 from .lifecycle import Lifecycle, Phase
@@ -93,9 +96,10 @@ class Kernel:
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals == 1:
-            log.info("%s received: draining (up to %ds; send it again to stop at once)",
+            log.info("Signal (%d) received.", signum)  # tritonserver's words
+            log.info("%s: shutting down (up to %ds; send it again to stop at once)",
                      name, self.config.server.exit_timeout_secs)
-            self.lifecycle.phase = Phase.DRAINING  # not ready before anything else happens
+            self.lifecycle.phase = Phase.CLOSING  # not ready before anything else happens
             self.request_stop()
         else:
             log.warning("%s received again: cutting the drain short", name)
@@ -134,25 +138,60 @@ class Kernel:
         log.info("naiad started in %.0f ms: %s", (self.ready_at - self.started_at) * 1000,
                  ", ".join(s.name for s in self.supervisor.order) or "no services")
 
-    async def shutdown(self) -> int:
-        """Drain and stop; returns the exit code."""
-        lc = self.lifecycle
-        lc.phase = Phase.DRAINING
-        deadline = float(self.config.server.exit_timeout_secs)
-        await self.bus.publish(DrainStarted(deadline))
-        await self.supervisor.drain_all()
-        if lc.inflight:
-            log.info("waiting for %d in-flight request(s) (timeout %gs)", lc.inflight, deadline)
-        idle = asyncio.ensure_future(lc.wait_idle())
-        force = asyncio.ensure_future(self._force.wait())
+    async def _tick(self, done: Callable[[], bool]) -> None:
+        """One second of the exit timeout, cut short when `done()` or a second signal."""
+        end = time.monotonic() + 1.0
+        while not done() and not self._force.is_set() and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+
+    async def _live_models(self) -> int:
         try:
-            await asyncio.wait({idle, force}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            idle.cancel()
-            force.cancel()
+            entries = await self.bus.request(RepositoryIndexQuery(ready_only=True))
+        except Exception:  # no model service (or it is gone): nothing live
+            return 0
+        return len({e.name for e in entries if e.state == "READY"})
+
+    async def shutdown(self) -> int:
+        """Close, drain and stop, as tritonserver 24.04 does; returns the exit code.
+
+        1. Listeners close; connections already open are served as before while work is in
+           flight (Triton's HTTPServer::Stop: "Timeout N: Found M HTTP service connections").
+        2. New work is refused; in-flight work finishes (Triton's InferenceServer::Stop:
+           "Waiting for in-flight requests to complete.", then "Timeout N: Found ...").
+        Both share one `exit_timeout_secs` countdown; a second signal ends the wait."""
+        lc = self.lifecycle
+        if lc.phase in (Phase.STARTING, Phase.RUNNING):
+            lc.phase = Phase.CLOSING
+        timeout = self.config.server.exit_timeout_secs
+        deadline = time.monotonic() + timeout
+
+        def left() -> int:
+            return max(0, math.ceil(deadline - time.monotonic() - 1e-3))
+
+        lc.close_listeners()
+        while left() > 0 and lc.inflight and not self._force.is_set():
+            open_now = lc.open_connections()
+            if not open_now:
+                break
+            for name, count in open_now.items():
+                log.info("Timeout %d: Found %d %s service connections", left(), count, name)
+            await self._tick(lambda: not lc.inflight or not lc.open_connections())
+
+        lc.phase = Phase.DRAINING
+        await self.bus.publish(DrainStarted(float(left())))
+        await self.supervisor.drain_all()
+        log.info("Waiting for in-flight requests to complete.")
+        while True:
+            # naiad counts every request in flight here, inference included.
+            log.info("Timeout %d: Found %d live models and %d in-flight non-inference requests",
+                     left(), await self._live_models(), lc.inflight)
+            if not lc.inflight or left() == 0 or self._force.is_set():
+                break
+            await self._tick(lambda: not lc.inflight)
         cut = lc.inflight
         if cut:
-            why = "a second signal" if self._force.is_set() else f"the {deadline:g}s exit timeout"
+            why = "a second signal" if self._force.is_set() else f"the {timeout}s exit timeout"
+            log.error("failed to stop server: Internal - Exit timeout expired. Exiting immediately.")
             log.error("shutdown: %s cut off %d in-flight request(s)", why, cut)
             self.request_stop(EXIT_DRAIN_CUT)
         lc.phase = Phase.STOPPING

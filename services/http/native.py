@@ -78,6 +78,16 @@ class NativeHttpServer:
         self.port = self.server.port
         return self.port
 
+    def close_listener(self) -> None:
+        """No new connections; the open ones are served on (shutdown's first step)."""
+        close = getattr(self.server, "close_listener", None)  # absent from builds before it
+        if close is not None:
+            close()
+
+    @property
+    def connections(self) -> int:
+        return self.server.connections if self.server is not None else 0
+
     async def stop(self, grace: float = 1.0) -> None:
         server = self.server
         if server is None:

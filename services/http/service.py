@@ -16,6 +16,7 @@ from .router import HttpRequest, HttpResponse, Router
 from .routes import build_router
 
 _SHUTTING_DOWN = HttpResponse.error("Server is shutting down", 503)
+LISTENER = "HTTP"  # as Triton names it in "Found N HTTP service connections"
 
 
 class HttpService(Service):
@@ -41,6 +42,8 @@ class HttpService(Service):
                 self._native = native.NativeHttpServer(cfg, self.router, self.context.lifecycle, self.log,
                                                        self.context.traces)
                 self.port = await self._native.start()
+                self.context.lifecycle.add_listener(LISTENER, self._native.close_listener,
+                                                    lambda native=self._native: native.connections)
                 self.log.info("HTTP service listening on %s:%d (native)", cfg.host, self.port)
                 return
             self.log.warning("HTTP: %s; serving on aiohttp", reason)
@@ -63,9 +66,13 @@ class HttpService(Service):
         self.port = sockets[0].getsockname()[1] if sockets else cfg.port
         for sock in sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listening = site._server  # type: ignore[union-attr]
+        # asyncio's Server.close() stops listening and leaves open connections alone.
+        self.context.lifecycle.add_listener(LISTENER, listening.close, lambda: len(server.connections))
         self.log.info("HTTP service listening on %s:%d", cfg.host, self.port)
 
     async def stop(self) -> None:
+        self.context.lifecycle.remove_listener(LISTENER)
         native, self._native = self._native, None
         if native is not None:
             await native.stop()

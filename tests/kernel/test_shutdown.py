@@ -9,6 +9,8 @@ import signal
 import threading
 import time
 
+import tritonclient.grpc as grpcclient
+
 from support.models import empty_repository
 from support.naiad_process import REPO, free_port, http_get
 
@@ -43,16 +45,22 @@ def test_sigterm_lets_inflight_request_complete_and_exits_zero(naiad, tmp_path):
     _wait_inflight_started()
     sent = time.monotonic()
     proc.signal(signal.SIGTERM)
-    # Readiness flips to not-ready before the drain finishes; new work is refused.
+    # Readiness flips to not-ready before the drain finishes (gRPC listens on, as Triton's
+    # does); new work is refused.
     time.sleep(0.2)
-    assert http_get(proc.url + "/v2/health/ready")[0] == 400
+    client = grpcclient.InferenceServerClient(proc.grpc_address)
+    assert client.is_server_ready() is False
+    client.close()
     assert http_get(status_url + "/work?ms=1")[0] == 503
     code = proc.wait(30)
     t.join(10)
     assert code == 0, proc.logs()
     assert results and results[0][0] == 200 and json.loads(results[0][1]) == {"done": True}
     assert time.monotonic() - sent < 10
-    assert "waiting for 1 in-flight request(s)" in proc.logs()
+    logs = proc.logs()
+    assert "Signal (15) received." in logs
+    assert "Waiting for in-flight requests to complete." in logs
+    assert "Timeout 10: Found 0 live models and 1 in-flight non-inference requests" in logs
 
 
 def test_deadline_cuts_off_requests_with_nonzero_exit_and_a_count(naiad, tmp_path):
@@ -68,7 +76,9 @@ def test_deadline_cuts_off_requests_with_nonzero_exit_and_a_count(naiad, tmp_pat
         t.join(15)
     assert code == 1
     assert took < 6
-    assert "the 1s exit timeout cut off 2 in-flight request(s)" in proc.logs()
+    logs = proc.logs()
+    assert "the 1s exit timeout cut off 2 in-flight request(s)" in logs
+    assert "failed to stop server: Internal - Exit timeout expired. Exiting immediately." in logs
 
 
 def test_second_signal_cuts_the_drain_short(naiad, tmp_path):

@@ -253,8 +253,9 @@ def test_grpc_stream_infer(server):
 # ---------------------------------------------------------------------- shutdown --
 
 def test_native_shutdown_drains_in_flight_work(repo, tmp_path):
-    """SIGTERM with a slow request in flight on each protocol: both are answered, new work
-    is refused meanwhile, and the server exits 0."""
+    """SIGTERM with a slow request in flight on each protocol: both are answered, new HTTP
+    connections are refused meanwhile while gRPC serves on (as Triton 24.04 does while its
+    HTTP connections close), and the server exits 0."""
     proc = NaiadProcess(tmp_path / "drain", ["--model-repository", str(repo), "--exit-timeout-secs=20"],
                         config=_config("native"))
     proc.start()
@@ -281,11 +282,9 @@ def test_native_shutdown_drains_in_flight_work(repo, tmp_path):
         proc.signal(signal.SIGTERM)
         time.sleep(0.3)
         with grpcclient.InferenceServerClient(proc.grpc_address) as other:
-            with pytest.raises(InferenceServerException) as e:
-                other.infer("add_sub", [fp32(grpcclient, n, np.ones(4, np.float32)) for n in ("INPUT0", "INPUT1")])
-            assert e.value.status() == "StatusCode.UNAVAILABLE"
-        status, body = _raw(proc, "POST", "/v2/models/add_sub/infer", b"{}")
-        assert status == 503 and b"shutting down" in body
+            other.infer("add_sub", [fp32(grpcclient, n, np.ones(4, np.float32)) for n in ("INPUT0", "INPUT1")])
+        with pytest.raises(OSError):  # the HTTP listener is closed
+            _raw(proc, "POST", "/v2/models/add_sub/infer", b"{}")
         for t in threads:
             t.join(TIMEOUT)
         for proto in ("http", "grpc"):
