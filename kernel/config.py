@@ -59,6 +59,8 @@ class ServerConfig:
         4, "models loaded concurrently", "--model-load-thread-count", minimum=1)
     model_load_retry_count: int = setting(
         0, "extra attempts for a model that fails to load", "--model-load-retry-count", minimum=0)
+    model_namespacing: bool = setting(
+        False, "each repository is a namespace: one model name may be in several", "--model-namespacing")
     rate_limit: Literal["off", "execution_count"] = setting(
         "off", "rate limiting of model instances", "--rate-limit")
     rate_limit_resources: list[str] = setting(

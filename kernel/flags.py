@@ -87,7 +87,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--id", target="server.id"),
     Flag("--model-load-thread-count", "int", "server.model_load_thread_count"),
     Flag("--model-load-retry-count", "int", "server.model_load_retry_count"),
-    Flag("--model-namespacing", "bool", refuse="model namespacing is not supported by naiad", allowed=False),
+    Flag("--model-namespacing", "bool", "server.model_namespacing"),
     # ---- HTTP
     Flag("--allow-http", "bool", "services.http.enabled"),
     Flag("--http-port", "port", "services.http.port"),

@@ -85,11 +85,14 @@ class EnsembleBackend(Backend):
 
 
 class _Step:
-    __slots__ = ("index", "model", "version", "inputs", "outputs", "decoupled")
+    __slots__ = ("index", "model", "target", "version", "inputs", "outputs", "decoupled")
 
-    def __init__(self, index: int, step: Any) -> None:
+    def __init__(self, index: int, step: Any, namespace: str) -> None:
         self.index = index
         self.model = step.model_name
+        # What the step's requests name: with model namespacing `<repository>::<model>`, so
+        # the model of the ensemble's own repository is preferred (the manager's `record`).
+        self.target = repo.model_key(namespace, step.model_name)
         self.version = "" if step.model_version in (-1, 0) else str(step.model_version)
         self.inputs = [(model_input, tensor) for model_input, tensor in step.input_map.items()]
         self.outputs = dict(step.output_map.items())  # model output -> ensemble tensor
@@ -99,8 +102,9 @@ class _Step:
 class EnsemblePlan:
     """The steps of an ensemble, checked against its composing models' configs."""
 
-    def __init__(self, config: Any, resolve: Callable[[str, str], Any]) -> None:
-        """`resolve(model, version)` returns a composing model's LoadedVersion or raises."""
+    def __init__(self, config: Any, resolve: Callable[[str, str], Any], namespace: str = "") -> None:
+        """`resolve(model, version)` returns a composing model's LoadedVersion or raises;
+        `namespace` is the ensemble's own (model namespacing)."""
         name = config.name
         self.name = name
         if config.instance_group:
@@ -112,7 +116,7 @@ class EnsemblePlan:
         sched = config.ensemble_scheduling
         if not sched.step:
             raise InferenceError.invalid(f"must specify 'step' for ensemble '{name}'")
-        self.steps = [_Step(i, s) for i, s in enumerate(sched.step)]
+        self.steps = [_Step(i, s, namespace) for i, s in enumerate(sched.step)]
         self.outputs = [o.name for o in config.output]
         inputs = {i.name for i in config.input}
         labels: dict[str, int] = {t: 0 for t in inputs}
@@ -121,7 +125,7 @@ class EnsemblePlan:
             if not step.model:
                 raise InferenceError.invalid(f"ensemble {name}: step {step.index} names no model")
             try:
-                lv = resolve(step.model, step.version)
+                lv = resolve(step.target, step.version)
             except InferenceError as exc:
                 raise InferenceError.invalid(
                     f"ensemble '{name}' depends on '{step.model}' which has no loaded version"
@@ -323,7 +327,7 @@ class _Run:
         token = CancelToken()
         self.children.append(token)
         child = _StepRequest(
-            step.model, inputs, model_version=step.version, id=parent.id,
+            step.target, inputs, model_version=step.version, id=parent.id,
             outputs=[RequestedOutput(name) for name in step.outputs],
             parameters=dict(parent.parameters), priority=parent.priority, timeout_us=parent.timeout_us,
             sequence_id=parent.sequence_id, sequence_start=parent.sequence_start,
@@ -495,11 +499,13 @@ def composing_models(model_dir: Path | None, override: str | None = None) -> lis
 _loading: contextvars.ContextVar[frozenset] = contextvars.ContextVar("naiad_ensemble_loading", default=frozenset())
 
 
-async def load_composing(manager: Any, name: str, override: str | None = None) -> None:
-    """Before loading ensemble `name`: load the composing models that were never loaded,
-    and wait for those being loaded right now. Failures are left for the ensemble's own
-    load to report."""
-    location = repo.find_model(manager.repositories, name)
+async def load_composing(manager: Any, name: str, override: str | None = None,
+                         namespace: str | None = None) -> None:
+    """Before loading ensemble `name` (of repository `namespace` with model namespacing):
+    load the composing models not loaded (never, or unloaded since), with namespacing those of every
+    repository holding them, and wait for those being loaded right now. Failures are left
+    for the ensemble's own load to report."""
+    location = manager.locate(name, namespace)
     deps = composing_models(location.model_dir if location else None, override)
     if not deps:
         return
@@ -509,16 +515,18 @@ async def load_composing(manager: Any, name: str, override: str | None = None) -
         for dep in deps:
             if dep in stack:
                 continue  # a cycle: the ensemble's load reports the missing model
-            lock = manager._lock(dep)
-            if lock.locked():
-                async with lock:
-                    pass
-                continue
-            if manager.records.get(dep) is None:
-                try:
-                    await manager.load(dep)
-                except InferenceError:
-                    pass
+            for loc in manager.locate_all(dep):
+                lock = manager._lock(loc.key)
+                if lock.locked():
+                    async with lock:
+                        pass
+                    continue
+                record = manager.records.get(loc.key)
+                if record is None or not record.wanted:  # never loaded, or unloaded since
+                    try:
+                        await manager.load(dep, namespace=loc.namespace or None)
+                    except InferenceError:
+                        pass
     finally:
         _loading.reset(token)
 
@@ -526,11 +534,9 @@ async def load_composing(manager: Any, name: str, override: str | None = None) -
 def order_for_loading(manager: Any, names: Sequence[str]) -> tuple[list[str], list[str]]:
     """(ordinary models, ensembles with the ones they contain first): ensembles load
     after every ordinary model has had its turn."""
-    found = repo.list_models(manager.repositories)
     deps: dict[str, list[str]] = {}
     for n in names:
-        loc = found.get(n)
-        d = composing_models(loc.model_dir if loc else None)
+        d = list(dict.fromkeys(m for loc in manager.locate_all(n) for m in composing_models(loc.model_dir)))
         if d:
             deps[n] = d
     plain = [n for n in names if n not in deps]
@@ -557,12 +563,12 @@ async def unload(manager: Any, name: str, dependents: bool = False) -> None:
     """Unload `name`; with `dependents`, also the composing models of that ensemble."""
     composing: list[str] = []
     if dependents:
-        record = manager.records.get(name)
-        if record is not None:
+        for record in manager.records_named(name):  # several with model namespacing
             for lv in record.versions.values():
                 if is_ensemble(lv.config):
-                    composing = list(dict.fromkeys(s.model_name for s in lv.config.ensemble_scheduling.step))
+                    composing += [s.model_name for s in lv.config.ensemble_scheduling.step]
                     break
+        composing = list(dict.fromkeys(composing))
     await manager.unload(name)
     for dep in composing:
         try:

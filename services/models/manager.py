@@ -79,15 +79,20 @@ class ModelManager:
         publish: Callable[[Any], Any],
         load_threads: int = 4,
         load_retries: int = 0,
+        namespacing: bool = False,
     ) -> None:
         self.repositories = repositories
+        # Triton's --model-namespacing: each repository is a namespace, records are keyed
+        # `<repository>::<name>` and a name shared by several repositories is ambiguous.
+        self.namespacing = namespacing
         self.control_mode = control_mode
         self.auto_complete = auto_complete
         self.backend_context = backend_context
         self.backend_settings = backend_settings
         self._spawn = spawn
         self._publish = publish
-        self.records: dict[str, ModelRecord] = {}
+        self.records: dict[str, ModelRecord] = {}  # by key (repo.model_key): the name without namespacing
+        self._keys_by_name: dict[str, set[str]] = {}  # Triton's "global map": name -> keys of its records
         self.backends: dict[str, Backend] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._load_slots = asyncio.Semaphore(load_threads)
@@ -97,20 +102,66 @@ class ModelManager:
     # ------------------------------------------------------------------ lookup --
 
     def resolve(self, name: str, version: str = "") -> LoadedVersion:
-        record = self.records.get(name)
+        record = self.record(name)
         if record is None:
             raise InferenceError.not_found(f"Request for unknown model: '{name}' is not found")
         return record.resolve(version)
 
+    def record(self, name: str) -> ModelRecord | None:
+        """The record a model name designates; with namespacing an unknown or ambiguous name
+        raises Triton's identifier errors instead of returning None."""
+        if not self.namespacing:
+            return self.records.get(name)
+        namespace, sep, plain = name.rpartition("::")
+        if sep:  # an ensemble step: its own repository's model first, else the only one of that name
+            record = self.records.get(name)
+            if record is not None and record.wanted:
+                return record
+            name = plain
+        keys = self._keys_by_name.get(name)
+        if keys is None:
+            raise InferenceError.invalid(f"Request for unknown model: '{name}' is not found")
+        live = [k for k in keys if self.records[k].wanted]
+        if len(live) == 1:
+            return self.records[live[0]]
+        if not live:
+            raise InferenceError.not_found(f"Identifier of model '{name}' is not found in global map")
+        raise InferenceError.invalid(
+            f"There are {len(live)} identifiers of model '{name}' in global map, model namespace must be "
+            "provided to resolve ambiguity.")
+
+    def records_named(self, name: str) -> list[ModelRecord]:
+        """Every record of `name` (several only with namespacing, one per repository)."""
+        return [self.records[k] for k in sorted(self._keys_by_name.get(name, ()))]
+
+    def locate(self, name: str, namespace: str | None = None) -> repo.ModelLocation | None:
+        """The folder of `name`: the only one, or the one in repository `namespace`."""
+        if namespace is None:
+            return repo.find_model(self.repositories, name)
+        return next((loc for loc in repo.find_models(self.repositories, name) if loc.namespace == namespace), None)
+
+    def locate_all(self, name: str) -> list[repo.ModelLocation]:
+        """Where `name` is on disk: its folder, or with namespacing one per repository holding it."""
+        if self.namespacing:
+            return repo.find_models(self.repositories, name)
+        location = repo.find_model(self.repositories, name)
+        return [location] if location is not None else []
+
+    def namespace_of(self, repository: Path) -> str:
+        """The namespace of a model loaded from `repository` ("" without namespacing and for
+        models loaded from files sent with the request, as Triton's)."""
+        return str(repository) if self.namespacing and repository in self.repositories else ""
+
     def index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
         out: list[ModelIndexEntry] = []
-        known = dict.fromkeys(repo.list_models(self.repositories))
-        for name in list(known) + [n for n in self.records if n not in known]:
-            record = self.records.get(name)
+        known = repo.list_models(self.repositories, self.namespacing)
+        for key in list(known) + [k for k in self.records if k not in known]:
+            record = self.records.get(key)
             if record is None:
                 if not ready_only:
-                    out.append(ModelIndexEntry(name=name))
+                    out.append(ModelIndexEntry(name=known[key].name))
                 continue
+            name = record.name
             if record.versions:
                 for v in sorted(record.versions):
                     lv = record.versions[v]
@@ -236,14 +287,21 @@ class ModelManager:
         return lv
 
     async def load(self, name: str, config_override: str | None = None,
-                   files: dict[str, bytes] | None = None) -> None:
-        """Load or reload `name`; raises InferenceError with the reason on failure."""
+                   files: dict[str, bytes] | None = None, namespace: str | None = None) -> None:
+        """Load or reload `name`; raises InferenceError with the reason on failure. With
+        namespacing it loads from every repository that has it (`namespace`: from that one);
+        a load with files is in the empty namespace, as Triton's."""
+        if self.namespacing and namespace is None and not files:
+            await self._load_everywhere(name, config_override)
+            return
+        key = repo.model_key(namespace or "", name)
         if not files:
-            await ensemble.load_composing(self, name, config_override)
-        async with self._lock(name), self._load_slots:
-            record = self.records.get(name)
+            await ensemble.load_composing(self, name, config_override, namespace)
+        async with self._lock(key), self._load_slots:
+            record = self.records.get(key)
             if record is None:
-                record = self.records[name] = ModelRecord(name)
+                record = self.records[key] = ModelRecord(name)
+                self._keys_by_name.setdefault(name, set()).add(key)
             record.wanted = True
             temp_dir = None
             try:
@@ -262,12 +320,12 @@ class ModelManager:
                         target.write_bytes(content)
                     repository = Path(temp_dir.name)
                 else:
-                    location = repo.find_model(self.repositories, name)
+                    location = self.locate(name, namespace)
                     if location is None:
                         if not record.versions and record.latest is None:
                             # Not in any repository: it never joins the model list (readiness).
-                            del self.records[name]
-                        raise InferenceError.not_found(f"failed to load '{name}', failed to poll from model repository")
+                            self._forget(key, name)
+                        raise _not_in_repository(name)
                     model_dir, repository = location.model_dir, location.repository
                 # Only poll mode compares fingerprints; elsewhere the folder walk is wasted.
                 fp = repo.fingerprint(model_dir) if self.control_mode == "poll" else ""
@@ -305,6 +363,23 @@ class ModelManager:
             await asyncio.gather(*(self._retire(lv) for v, lv in old.items() if record.versions.get(v) is not lv))
             if old_temp is not None:
                 old_temp.cleanup()
+
+    async def _load_everywhere(self, name: str, config_override: str | None) -> None:
+        locations = repo.find_models(self.repositories, name)
+        if not locations:
+            raise _not_in_repository(name)
+        results = await asyncio.gather(
+            *(self.load(name, config_override, namespace=loc.namespace) for loc in locations), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _forget(self, key: str, name: str) -> None:
+        del self.records[key]
+        keys = self._keys_by_name[name]
+        keys.discard(key)
+        if not keys:
+            del self._keys_by_name[name]
 
     def _record_failure(self, record: ModelRecord, exc: InferenceError) -> None:
         reason = exc.reason if isinstance(exc, PollFailed) else exc.message
@@ -367,6 +442,15 @@ class ModelManager:
             self._set_state(lv, State.UNAVAILABLE, "unloaded")
 
     async def unload(self, name: str) -> None:
+        """Unload `name`; with namespacing, the model of that name in every repository."""
+        keys = sorted(self._keys_by_name.get(name, ())) if self.namespacing else None
+        if not keys:
+            await self._unload(name)
+            return
+        await asyncio.gather(*(self._unload(k) for k in keys))
+
+    async def _unload(self, name: str) -> None:
+        """Unload the model keyed `name`."""
         async with self._lock(name):
             record = self.records.get(name)
             if record is None or not record.versions:
@@ -408,37 +492,38 @@ class ModelManager:
         return {n: e for n, e in results if e is not None}
 
     async def load_at_start(self, load_models: list[str]) -> dict[str, InferenceError]:
-        found = repo.list_models(self.repositories)
+        found = list(dict.fromkeys(loc.name for loc in repo.list_models(self.repositories, self.namespacing).values()))
         if self.control_mode == "explicit":
-            names = list(found) if "*" in load_models else list(dict.fromkeys(load_models))
+            names = found if "*" in load_models else list(dict.fromkeys(load_models))
         else:
-            names = list(found)
+            names = found
         return await self.load_many(names)
 
     async def poll(self) -> None:
         """Apply what changed on disk: load added models, reload changed ones, unload removed."""
-        found = repo.list_models(self.repositories)
+        found = repo.list_models(self.repositories, self.namespacing)
         tasks: list[Awaitable] = []
-        for name, loc in found.items():
-            record = self.records.get(name)
+        for key, loc in found.items():
+            record = self.records.get(key)
             if record is not None and record.temp_dir is not None:
                 continue  # loaded from files sent with the request, not from the repository
             fp = repo.fingerprint(loc.model_dir)
-            if record is None or record.fingerprint != fp:
-                tasks.append(self._poll_load(name, fp))
-        for name, record in list(self.records.items()):
-            if name not in found and record.versions and record.temp_dir is None:
-                tasks.append(self.unload(name))
+            # Not wanted: it was unloaded when its folder went away, and the folder is back.
+            if record is None or record.fingerprint != fp or not record.wanted:
+                tasks.append(self._poll_load(loc, fp))
+        for key, record in list(self.records.items()):
+            if key not in found and record.versions and record.temp_dir is None:
+                tasks.append(self._unload(key))
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _poll_load(self, name: str, fingerprint: str) -> None:
+    async def _poll_load(self, location: repo.ModelLocation, fingerprint: str) -> None:
         try:
-            await self.load(name)
+            await self.load(location.name, namespace=location.namespace or None)
         except InferenceError:
             # The reason is in the index; remember the fingerprint so that a broken model
             # is retried only when its files change.
-            record = self.records.get(name)
+            record = self.records.get(location.key)
             if record is not None:
                 record.fingerprint = fingerprint
 
@@ -454,5 +539,9 @@ class ModelManager:
         return all(r.latest is not None for r in self.records.values() if r.wanted)
 
     async def close(self) -> None:
-        await asyncio.gather(*(self.unload(n) for n in list(self.records)), return_exceptions=True)
+        await asyncio.gather(*(self._unload(k) for k in list(self.records)), return_exceptions=True)
         await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)
+
+
+def _not_in_repository(name: str) -> InferenceError:
+    return InferenceError.not_found(f"failed to load '{name}', failed to poll from model repository")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from naiad.kernel.inference.errors import InferenceError
@@ -20,16 +20,28 @@ log = logging.getLogger("naiad.services.models")
 CONFIG_FILE = "config.pbtxt"
 
 
+def model_key(namespace: str, name: str) -> str:
+    """How naiad keys a model: its name, or with model namespacing `<repository>::<name>`
+    (the form Triton prints a model identifier in); the empty namespace is the bare name."""
+    return f"{namespace}::{name}" if namespace else name
+
+
 @dataclass(frozen=True)
 class ModelLocation:
     name: str
     repository: Path
     model_dir: Path
+    namespace: str = ""  # with model namespacing: the repository, as the flag gave it
+
+    @property
+    def key(self) -> str:
+        return model_key(self.namespace, self.name)
 
 
-def list_models(repositories: list[Path]) -> dict[str, ModelLocation]:
-    """Every model folder across the repositories; a name in two repositories is an error
-    reported for that model only (it is left out)."""
+def list_models(repositories: list[Path], namespacing: bool = False) -> dict[str, ModelLocation]:
+    """Every model folder across the repositories, by key. Without namespacing a name in
+    two repositories is an error reported for that model only (it is left out); with it,
+    each repository's folder is a model of its own."""
     found: dict[str, ModelLocation] = {}
     duplicates: set[str] = set()
     for repo in repositories:
@@ -44,6 +56,10 @@ def list_models(repositories: list[Path]) -> dict[str, ModelLocation]:
         for entry in entries:
             if not entry.is_dir() or entry.name.startswith("."):
                 continue
+            if namespacing:
+                loc = ModelLocation(entry.name, Path(repo), Path(entry.path), str(repo))
+                found[loc.key] = loc
+                continue
             if entry.name in found:
                 duplicates.add(entry.name)
                 continue
@@ -54,17 +70,23 @@ def list_models(repositories: list[Path]) -> dict[str, ModelLocation]:
     return found
 
 
+def find_models(repositories: list[Path], name: str) -> list[ModelLocation]:
+    """The folder of `name` in every repository that has one, each in its repository's
+    namespace (model namespacing keeps them apart)."""
+    if not name or name.startswith(".") or "/" in name:
+        return []
+    return [ModelLocation(name, Path(r), Path(r) / name, str(r)) for r in repositories if (Path(r) / name).is_dir()]
+
+
 def find_model(repositories: list[Path], name: str) -> ModelLocation | None:
     """The folder of one model, without listing every repository (None when absent or
     when it appears in more than one repository, as `list_models` leaves it out)."""
-    if not name or name.startswith(".") or "/" in name or name in ("..",):
-        return None
-    found = [Path(r) for r in repositories if (Path(r) / name).is_dir()]
+    found = find_models(repositories, name)
     if len(found) != 1:
         if len(found) > 1:
             log.error("model '%s' appears in more than one repository; it is not loaded", name)
         return None
-    return ModelLocation(name, found[0], found[0] / name)
+    return replace(found[0], namespace="")
 
 
 def version_folders(model_dir: Path) -> list[int]:

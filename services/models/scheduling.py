@@ -87,7 +87,10 @@ class SchedulingContext:
         config = lv.config
         if ensemble.is_ensemble(config):
             manager = self.manager
-            plan = ensemble.EnsemblePlan(config, manager.resolve if manager is not None else _no_models)
+            if manager is None:
+                plan = ensemble.EnsemblePlan(config, _no_models)
+            else:
+                plan = ensemble.EnsemblePlan(config, manager.resolve, manager.namespace_of(lv.spec.repository))
             if plan.decoupled:
                 # Triton marks an ensemble with a decoupled step decoupled itself.
                 config.model_transaction_policy.decoupled = True

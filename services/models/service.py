@@ -170,6 +170,7 @@ class ModelService(Service):
             publish=self.bus.publish_nowait,
             load_threads=server.model_load_thread_count,
             load_retries=server.model_load_retry_count,
+            namespacing=server.model_namespacing,
         )
         self.manager.scheduling.configure(self.context.config, self.submit)
         self._update_readiness()
@@ -351,7 +352,8 @@ class ModelService(Service):
 
     async def _model_metadata(self, msg: m.ModelMetadataQuery) -> m.ModelMetadata:
         lv = self.manager.resolve(msg.name, msg.version)  # type: ignore[union-attr]
-        record = self.manager.records[msg.name]  # type: ignore[union-attr]
+        record = self.manager.record(msg.name)  # type: ignore[union-attr]
+        assert record is not None  # resolve found it
         if msg.version:
             versions = (lv.version_str,)
         else:
@@ -402,7 +404,7 @@ class ModelService(Service):
         manager = self.manager
         assert manager is not None
         if msg.name:
-            record = manager.records.get(msg.name)
+            record = manager.record(msg.name)
             if record is None:
                 raise InferenceError.not_found(f"Request for unknown model: '{msg.name}' is not found")
             if msg.version:

@@ -92,7 +92,6 @@ def test_flags_override_file(tmp_path):
     "cli, message",
     [
         (["--allow-sagemaker=true"], "--allow-sagemaker: naiad does not serve the SageMaker endpoints"),
-        (["--model-namespacing=true"], "--model-namespacing: model namespacing is not supported by naiad"),
         (["--cache-config=redis,host=x"], "naiad has the 'local' response cache only"),
         (["--response-cache-byte-size=10", "--cache-config=local,size=5"],
          "Error: Incompatible flags --response-cache-byte-size and --cache-config both provided."),
@@ -106,8 +105,14 @@ def test_refused_flags_give_one_line_reasons(tmp_path, cli, message):
 
 
 def test_false_values_of_refused_flags_are_accepted(tmp_path):
-    cfg, _, _ = _cfg(tmp_path, "", "--allow-sagemaker=false", "--model-namespacing=false")
+    cfg, _, _ = _cfg(tmp_path, "", "--allow-sagemaker=false")
     assert cfg.server.id == "triton"
+
+
+def test_model_namespacing_flag_sets_the_server_key(tmp_path):
+    assert _cfg(tmp_path, "")[0].server.model_namespacing is False
+    assert _cfg(tmp_path, "", "--model-namespacing=true")[0].server.model_namespacing is True
+    assert _cfg(tmp_path, "[server]\nmodel_namespacing = true\n", "--model-namespacing=false")[0].server.model_namespacing is False
 
 
 def _naiad(*args, **kw):
