@@ -37,13 +37,15 @@ class TritonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         letter = _LETTER.get(record.levelno, "I")
         secs = record.created
+        # where the line comes from: the logger's name, or a model's file:line as Triton writes it
+        source = getattr(record, "source", record.name)
         micros = int((secs - int(secs)) * 1_000_000)
         if self.settings.format == "ISO8601":
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(secs))
-            head = f"{stamp} {letter} {self.pid} {record.name}]"
+            head = f"{stamp} {letter} {self.pid} {source}]"
         else:
             stamp = time.strftime("%m%d %H:%M:%S", time.localtime(secs))
-            head = f"{letter}{stamp}.{micros:06d} {self.pid} {record.name}]"
+            head = f"{letter}{stamp}.{micros:06d} {self.pid} {source}]"
         msg = record.getMessage()
         if record.exc_info:
             msg = msg + "\n" + self.formatException(record.exc_info)

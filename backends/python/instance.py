@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import marshal
+import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -360,7 +361,9 @@ class Session:
         elif cmd == BLS:
             self._spawn(self._bls(msg))
         elif cmd == CALL:
-            if self.metrics.handles(msg[3]):
+            if msg[3] == "is_cancelled":
+                self._answer_is_cancelled(msg)
+            elif self.metrics.handles(msg[3]):
                 self._metric_call(msg)
             else:
                 self._spawn(self._control(msg))
@@ -473,6 +476,7 @@ class Session:
         lvl = _LOG_LEVELS.get(level, logging.INFO)
         if logger.isEnabledFor(lvl):
             record = logger.makeRecord(logger.name, lvl, filename, lineno, "%s", (message,), None)
+            record.source = f"{os.path.basename(filename)}:{lineno}"  # Triton heads it model.py:LINE
             logger.handle(record)
 
     # ====================================================================== BLS ==
@@ -555,6 +559,13 @@ class Session:
             block = (region.id, base, total)
         params = {k: _plain(v) for k, v in resp.parameters.items()} if resp.parameters else {}
         self._send(BLS_RESULT, cid, final, (None, params, tuple(descs)), *block)
+
+    def _answer_is_cancelled(self, msg: tuple) -> None:
+        """A model's `is_cancelled()`: answered at once from the server's own cancel flag."""
+        _, _, cid, _, (bid, index) = msg
+        batch = self.batches.get(bid)
+        cancelled = batch is not None and batch.requests[index].cancel.cancelled
+        self._send(CALL_RESULT, cid, None, cancelled)
 
     def _metric_call(self, msg: tuple) -> None:
         """A custom-metric call: answered at once, in order (call id 0: no answer wanted)."""

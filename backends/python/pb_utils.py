@@ -414,6 +414,16 @@ class _RequestState:
         self.sender: InferenceResponseSender | None = None
 
 
+def _ask_cancelled(state: _RequestState | None) -> bool:
+    """Whether the server has cancelled a request. Until it has, each query asks the parent, as
+    Triton's stub does: the answer is the server's state at that moment, not the last push."""
+    if state is None:
+        return False
+    if not state.cancelled and _runtime is not None:
+        state.cancelled = bool(_runtime.control("is_cancelled", state.key))
+    return state.cancelled
+
+
 class InferenceRequest:
     """A request to this model (from `execute`'s list) or, built by the model, a BLS request."""
 
@@ -569,12 +579,7 @@ class InferenceRequest:
         return state.sender
 
     def is_cancelled(self) -> bool:
-        state = self._state
-        if state is None:
-            return False
-        if not state.cancelled and _runtime is not None:
-            _runtime.poll()
-        return state.cancelled
+        return _ask_cancelled(self._state)
 
     def set_release_flags(self, flags: int) -> None:
         self._release_flags = int(flags)
@@ -683,10 +688,7 @@ class InferenceResponseSender:
             _require_runtime("InferenceResponseSender.send").send_response(state, response, final)
 
     def is_cancelled(self) -> bool:
-        state = self._state
-        if not state.cancelled and _runtime is not None:
-            _runtime.poll()
-        return state.cancelled
+        return _ask_cancelled(self._state)
 
 
 class ResponseIterator:

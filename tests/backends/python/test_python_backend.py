@@ -657,6 +657,27 @@ def test_cancellation_is_seen_by_the_model(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_is_cancelled_asks_the_server(tmp_path: Path) -> None:
+    """As Triton's stub, `is_cancelled()` answers with the server's flag at the moment of the
+    query, not with the last cancellation the stub was told about."""
+    async def scenario() -> None:
+        h = Harness(tmp_path)
+        try:
+            await h.load("cancellable", CANCELLABLE, numeric_config("cancellable", "TYPE_FP32"))
+            req = request("cancellable", {"IN": np.zeros(1, np.float32)})
+            fut = asyncio.get_running_loop().create_future()
+            task = asyncio.ensure_future(h.instances["cancellable"].execute([req], [FutureSink(fut)]))
+            await asyncio.sleep(0.2)
+            req.cancel.cancelled = True  # the server's flag only: no message is pushed to the stub
+            resp = await asyncio.wait_for(fut, 10)
+            await task
+            assert resp.error is not None and resp.error.code == ErrorCode.CANCELLED
+        finally:
+            await h.close()
+
+    run(scenario())
+
+
 def test_stub_killed_fails_inflight_and_recovers(tmp_path: Path) -> None:
     async def scenario() -> None:
         h = Harness(tmp_path)
