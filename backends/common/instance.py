@@ -79,7 +79,7 @@ class FrameworkInstance(ModelInstance):
         except Exception as exc:  # the framework refused the batch: a model error
             per_request = InferenceError.internal(self.describe_error(exc))
         t3 = time.monotonic_ns()
-        return per_request, ExecutionTimes(t0, t1, t2, t3)
+        return per_request, ExecutionTimes(t0, t1, t2, t3, isinstance(per_request, InferenceError))
 
     def describe_error(self, exc: BaseException) -> str:
         return f"{self.backend_name} failed to execute model '{self.model.name}': {exc}"

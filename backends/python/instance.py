@@ -420,7 +420,7 @@ class Session:
                 else:
                     sink.send(respond(req, rd, blob, True))
         if not batch.future.done():  # (the caller may have stopped waiting)
-            batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns()))
+            batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns(), error is not None))
 
     def _on_response(self, msg: tuple) -> None:
         _, _, bid, index, final, rd, rid, base, total = msg
@@ -459,7 +459,7 @@ class Session:
         if batch.open == 0:
             del self.batches[bid]
         if not batch.future.done():
-            batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns()))
+            batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns(), error is not None))
 
     def _fail_open(self, batch: _Batch, err: InferenceError) -> None:
         name, version = self.model_name, self.model_version
@@ -629,7 +629,7 @@ class Session:
         for req, sink in zip(requests, sinks):
             sink.send(InferenceResponse(self.model_name, self.model_version, id=req.id, error=err))
         now = time.monotonic_ns()
-        return ExecutionTimes(now, now, now, now)
+        return ExecutionTimes(now, now, now, now, True)
 
     def _died(self, how: str) -> None:
         """The stub is gone: fail everything in flight and release what it held."""
@@ -648,7 +648,7 @@ class Session:
         for batch in batches.values():
             self._fail_open(batch, err)
             if not batch.future.done():
-                batch.future.set_result(ExecutionTimes(batch.sent_ns, now, now, now))
+                batch.future.set_result(ExecutionTimes(batch.sent_ns, now, now, now, True))
         for fut in self.waiters.values():
             if not fut.done():
                 fut.set_exception(StubDied(how))
@@ -861,7 +861,7 @@ class PythonModelInstance(ModelInstance):
                 now = time.monotonic_ns()
                 for req, sink in zip(requests, sinks):
                     sink.send(InferenceResponse(self.model.name, str(self.model.version), id=req.id, error=err))
-                return ExecutionTimes(now, now, now, now)
+                return ExecutionTimes(now, now, now, now, True)
         return await session.execute(requests, sinks)
 
     async def close(self) -> None:

@@ -50,6 +50,10 @@ class ExecutionTimes(NamedTuple):
     compute_input_end: int
     compute_output_start: int
     compute_end: int
+    #: The execution failed as a whole (execute raised, the framework refused the batch,
+    #: the instance died): every request was answered with that error. Triton's backends
+    #: then report no batch statistics (a decoupled Python model's still does).
+    failed: bool = False
 
 
 @dataclass

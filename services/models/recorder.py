@@ -5,16 +5,55 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from naiad.kernel.inference.backend import ExecutionTimes
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.stats import BatchStats, ModelStatistics
+from naiad.kernel.inference.types import InferenceResponse, ResponseSink
 
 
 class Skipped(InferenceError):
     """The error of a request that never reached its model (cancelled or timed out while
     queued): Triton 24.04 answers it without counting it in any statistic."""
+
+
+class AnswerWatch(ResponseSink):
+    """A request's sink during one execution of a non-decoupled model: remembers whether
+    the execution answered it with an error (Triton then reports it failed)."""
+
+    __slots__ = ("inner", "failed")
+
+    def __init__(self, inner: ResponseSink) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def send(self, response: InferenceResponse) -> None:
+        if response.final and response.error is not None:
+            self.failed = True
+        self.inner.send(response)
+
+    def finish(self, error: InferenceError | None = None) -> None:
+        if error is not None:
+            self.failed = True
+        self.inner.finish(error)
+
+    def reschedule(self) -> bool:
+        return self.inner.reschedule()
+
+    def released(self) -> None:
+        released = getattr(self.inner, "released", None)
+        if released is not None:
+            released()
+
+
+class Ran(NamedTuple):
+    """A request of an execution, for `StatsRecorder.executed`."""
+
+    request: Any
+    batch_size: int
+    queue_ns: int  # from its queue start to the execution's start
+    watch: AnswerWatch | None  # None: decoupled (it succeeded unless the execution failed)
 
 
 class StatsRecorder:
@@ -39,38 +78,56 @@ class StatsRecorder:
             s.inference_stats.fail.add(now - arrival_ns)
             s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + 1
 
-    def executed(self, batch_size: int, request_count: int, queue_ns_total: int, times: ExecutionTimes,
-                 requests: Sequence[Any] = ()) -> None:
-        """One batch ran. A request that defines `add_compute` (an ensemble's step) is told
-        the batch's compute times, which Triton also counts for the ensemble."""
+    def executed(self, times: ExecutionTimes, decoupled: bool, batch: Sequence[Ran]) -> None:
+        """One execution of `batch`. As Triton's backends report it: the batch counts
+        (execution_count, batch_stats) unless the execution failed as a whole (a decoupled
+        Python model's counts even then); each request counts its queue and compute times
+        and its batch size only when it succeeded (TRITONBACKEND_ModelInstanceReportStatistics
+        with success: a request answered with an error counts only as a failure, when it
+        ends). A request that defines `add_compute` (an ensemble's step) is told its
+        compute times, which Triton also counts for the ensemble when the step succeeded."""
         ci = times.compute_input_end - times.compute_start
         cf = times.compute_output_start - times.compute_input_end
         co = times.compute_end - times.compute_output_start
-        self.add_execution(batch_size, request_count, queue_ns_total, ci, cf, co)
-        for r in requests:
-            add_compute = getattr(r, "add_compute", None)
+        if decoupled or not times.failed:
+            self._batch(sum(r.batch_size for r in batch), ci, cf, co)
+        if times.failed:
+            return
+        for r in batch:
+            if r.watch is not None and r.watch.failed:
+                continue
+            self._request(r.batch_size, r.queue_ns, ci, cf, co)
+            add_compute = getattr(r.request, "add_compute", None)
             if add_compute is not None:
                 add_compute(ci, cf, co)
 
     def add_execution(self, batch_size: int, request_count: int, queue_ns_total: int, ci: int, cf: int,
                       co: int) -> None:
-        """An execution of `request_count` requests with these compute input / infer /
-        output times (ns, per request)."""
+        """An execution of `request_count` successful requests with these compute input /
+        infer / output times (ns, per request)."""
+        self._batch(batch_size, ci, cf, co)
+        self._request(batch_size, queue_ns_total, ci * request_count, cf * request_count, co * request_count,
+                      request_count)
+
+    def _batch(self, batch_size: int, ci: int, cf: int, co: int) -> None:
         s = self.stats
         s.execution_count += 1
-        s.inference_count += batch_size
         s.last_inference = int(time.time() * 1000)
-        inf = s.inference_stats
-        inf.queue.add(queue_ns_total, request_count)
-        inf.compute_input.add(ci * request_count, request_count)
-        inf.compute_infer.add(cf * request_count, request_count)
-        inf.compute_output.add(co * request_count, request_count)
         b = s.batch_stats.get(batch_size)
         if b is None:
             b = s.batch_stats[batch_size] = BatchStats(batch_size)
         b.compute_input.add(ci)
         b.compute_infer.add(cf)
         b.compute_output.add(co)
+
+    def _request(self, batch_size: int, queue_ns: int, ci: int, cf: int, co: int, count: int = 1) -> None:
+        s = self.stats
+        s.inference_count += batch_size
+        inf = s.inference_stats
+        inf.queue.add(queue_ns, count)
+        inf.compute_input.add(ci, count)
+        inf.compute_infer.add(cf, count)
+        inf.compute_output.add(co, count)
 
     def add_compute(self, batch_size: int, ci: int, cf: int, co: int) -> None:
         """Compute time that belongs to an execution already counted."""

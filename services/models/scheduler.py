@@ -23,19 +23,21 @@ from naiad.kernel.inference.backend import ModelInstance
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, ResponseSink
 
-from .recorder import Skipped, StatsRecorder
+from .recorder import AnswerWatch, Ran, Skipped, StatsRecorder
 
 log = logging.getLogger("naiad.services.models")
 
 
 class Pending:
-    __slots__ = ("request", "sink", "batch_size", "enqueue_ns", "deadline_ns", "shape_key")
+    __slots__ = ("request", "sink", "batch_size", "enqueue_ns", "queue_start_ns", "deadline_ns", "shape_key")
 
-    def __init__(self, request: InferenceRequest, sink: ResponseSink, batch_size: int, shape_key: Any) -> None:
+    def __init__(self, request: InferenceRequest, sink: ResponseSink, batch_size: int, shape_key: Any,
+                 queue_start_ns: int = 0) -> None:
         self.request = request
         self.sink = sink
         self.batch_size = batch_size
-        self.enqueue_ns = time.monotonic_ns()
+        self.enqueue_ns = time.monotonic_ns()  # entered this batcher: its delay and timeouts count from here
+        self.queue_start_ns = queue_start_ns or self.enqueue_ns  # its queue time counts from here
         self.deadline_ns = 0
         self.shape_key = shape_key
 
@@ -62,6 +64,7 @@ class BatchingConfig:
 
     def __init__(self, config: Any) -> None:
         self.max_batch_size = int(config.max_batch_size)
+        self.decoupled = bool(config.model_transaction_policy.decoupled)
         db = config.dynamic_batching if config.HasField("dynamic_batching") else None
         self.dynamic = db is not None and self.max_batch_size > 0
         self.preferred = sorted({int(p) for p in db.preferred_batch_size if 0 < p <= self.max_batch_size}) if db else []
@@ -177,7 +180,10 @@ class Scheduler:
 
     # ------------------------------------------------------------------ enqueue --
 
-    def enqueue(self, request: InferenceRequest, sink: ResponseSink, batch_size: int) -> None:
+    def enqueue(self, request: InferenceRequest, sink: ResponseSink, batch_size: int,
+                queue_start_ns: int = 0) -> None:
+        """Queue `request`. `queue_start_ns`: when an outer batcher (the sequence batcher's
+        oldest strategy) queued it, which its queue time counts from, as Triton's."""
         if self._closing:
             raise InferenceError.unavailable(f"model '{self.model_name}' is unloading")
         cfg = self.cfg
@@ -187,14 +193,14 @@ class Scheduler:
         queue = self.levels[level]
         if policy.max_queue_size and len(queue) >= policy.max_queue_size:
             raise InferenceError.unavailable(f"[request id: {request.id or '<id_unknown>'}] Exceeds maximum queue size")
-        pending = Pending(request, sink, batch_size, shape_key(request, cfg.dynamic))
+        pending = Pending(request, sink, batch_size, shape_key(request, cfg.dynamic), queue_start_ns)
         timeout_us = policy.default_timeout_us
         # A request's own timeout may only shorten the policy's default (none: no timeout).
         if policy.allow_timeout_override and 0 < request.timeout_us < timeout_us:
             timeout_us = request.timeout_us
         if timeout_us:
             pending.deadline_ns = pending.enqueue_ns + timeout_us * 1000
-        if request.trace is not None:
+        if request.trace is not None and not queue_start_ns:  # (the outer batcher stamped it)
             request.trace.stamp("QUEUE_START", pending.enqueue_ns)
         queue.append(pending)
         self.size += 1
@@ -351,8 +357,9 @@ class Scheduler:
                 batch = [batch[i] for i in live]
             if not batch:
                 return
+            watches = None if self.cfg.decoupled else [AnswerWatch(s) for s in sinks]
             try:
-                times = await instance.execute(requests, sinks)
+                times = await instance.execute(requests, watches or sinks)
             except asyncio.CancelledError:
                 err = InferenceError.unavailable(f"model '{self.model_name}' stopped while executing")
                 for s in sinks:
@@ -365,9 +372,9 @@ class Scheduler:
                 for s in sinks:
                     s.finish(err)
                 return
-            queue_ns = sum(now - p.enqueue_ns for p in batch)
-            batch_size = sum(p.batch_size for p in batch)
-            self.recorder.executed(batch_size, len(batch), queue_ns, times, requests)
+            self.recorder.executed(times, self.cfg.decoupled, [
+                Ran(p.request, p.batch_size, now - p.queue_start_ns, watches[i] if watches else None)
+                for i, p in enumerate(batch)])
             for r in requests:
                 trace = r.trace
                 if trace is not None:

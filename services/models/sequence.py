@@ -53,7 +53,7 @@ from naiad.kernel.inference.datatypes import CONFIG_ENUM_NAME, CONFIG_TO_WIRE, W
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, RequestedOutput, ResponseSink, Tensor
 
-from .recorder import Skipped, StatsRecorder
+from .recorder import AnswerWatch, Ran, Skipped, StatsRecorder
 from .scheduler import BatchingConfig, Scheduler
 
 log = logging.getLogger("naiad.services.models")
@@ -448,10 +448,13 @@ class _DirectBatcher:
         start = time.monotonic_ns()
         # Before executing: a request released with RESCHEDULE re-enters the queue (and
         # restarts its queue clock) before execute returns.
-        queue_ns = sum(start - i.enqueue_ns for i in real)
+        decoupled = sched.settings.decoupled
+        watched = sinks if decoupled else [AnswerWatch(s) for s in sinks]
+        ran = [Ran(e.request, 1, start - e.enqueue_ns, None if decoupled else w)
+               for e, w in zip(entries, watched) if isinstance(e, _Item)]
         times: ExecutionTimes | None = None
         try:
-            times = await self.instance.execute(requests, sinks)
+            times = await self.instance.execute(requests, watched)
         except asyncio.CancelledError:
             err = InferenceError.unavailable(f"model '{sched.model_name}' stopped while executing")
             for s in sinks:
@@ -466,8 +469,8 @@ class _DirectBatcher:
         finally:
             for s in sinks:
                 s.released()  # type: ignore[attr-defined]
-        if times is not None and real:
-            sched.recorder.executed(len(real), len(real), queue_ns, times, [i.request for i in real])
+        if times is not None and ran:
+            sched.recorder.executed(times, decoupled, ran)
 
 
 class _ReleasingInstance(ModelInstance):
@@ -529,7 +532,8 @@ class _OldestBatcher:
             if item.request.sequence_end or (slot.ending and not slot.queue):
                 sched._release_slot(slot)
             try:
-                self.inner.enqueue(item.request, _SeqSink(sched, item), 1)
+                # Its queue time counts from when the sequence batcher got it, as Triton's.
+                self.inner.enqueue(item.request, _SeqSink(sched, item), 1, item.enqueue_ns)
             except InferenceError as exc:
                 item.state = _DONE
                 item.released = True
