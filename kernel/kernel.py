@@ -76,7 +76,7 @@ class Kernel:
             return self.lifecycle.ready
 
         async def log_settings(msg: LogSettingRequest) -> dict:
-            return logs.update_settings(msg.updates) if msg.updates else logs.settings_reply()
+            return logs.update_settings(msg.updates, msg.protocol) if msg.updates else logs.settings_reply()
 
         self.bus.handle(ServerLiveQuery, live, owner="kernel")
         self.bus.handle(ServerReadyQuery, ready, owner="kernel")

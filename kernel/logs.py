@@ -9,8 +9,10 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .config import LogConfig
+from .inference.errors import ErrorCode, InferenceError
 
 
 @dataclass
@@ -115,38 +117,70 @@ def settings_reply() -> dict:
     }
 
 
-def update_settings(updates: dict) -> dict:
-    """Apply a logging-API update as Triton does; returns every setting afterwards.
+# Triton's order of the settings a logging request may change: it applies each in turn,
+# so a refused one leaves the ones before it applied (`http_server.cc` HandleLogging,
+# `grpc/grpc_server.cc` LogSettings).
+_ORDER = ("log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format")
+_FORMATS = ("default", "ISO8601")
 
-    Raises InferenceError with Triton's codes and words for refused values."""
-    from .inference.errors import ErrorCode, InferenceError
 
-    checked: dict = {}
-    for key, value in updates.items():
-        if key == "log_file":
-            if value is not None:
-                raise InferenceError("log file location can not be updated through network protocol",
-                                     ErrorCode.UNSUPPORTED)
-        elif key in ("log_info", "log_warning", "log_error"):
-            if not isinstance(value, bool):
-                raise InferenceError.invalid(f"expect boolean for '{key}'")
-            checked[key] = value
-        elif key == "log_verbose_level":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InferenceError.invalid("expect unsigned integer for 'log_verbose_level'")
-            checked[key] = value
-        elif key == "log_format":
-            if value not in ("default", "ISO8601"):
-                raise InferenceError.unavailable(
-                    f"invalid argument for log_format, got: {value}. Expected one of: default, ISO8601")
-            checked[key] = value
-        else:
-            raise InferenceError.invalid(f"unknown log setting '{key}'")
+def _refusal(key: str, value: Any, protocol: str) -> InferenceError | None:
+    """Triton's error for one setting's value as the protocol's front end gave it, or None.
+
+    HTTP: JSON values (null = leave as is), type errors are TritonJson's (INTERNAL).
+    gRPC: the oneof's value (None = no oneof set), type errors are INVALID_ARG."""
+    if key == "log_file":
+        if value is None and protocol == "http":
+            return None
+        return InferenceError("log file location can not be updated through network protocol",
+                              ErrorCode.UNSUPPORTED)
+    if key == "log_verbose_level":
+        ok = type(value) is int and value >= 0
+        if protocol == "http":
+            return None if ok and value < 2**64 else InferenceError.internal(
+                "attempt to access JSON non-unsigned-integer as unsigned-integer")
+        return None if ok else InferenceError.invalid("expect int32 for 'log_verbose_level'")
+    if key == "log_format":
+        if type(value) is not str:
+            return (InferenceError.internal("attempt to access JSON non-string as string") if protocol == "http"
+                    else InferenceError.invalid("expect string for 'log_format'"))
+        if value in _FORMATS:
+            return None
+        if protocol == "http":
+            return InferenceError.unavailable(f"invalid argument for --log_format, got: {value}")
+        return InferenceError.invalid(f"invalid argument for log_format, got: {value}")
+    if type(value) is bool:
+        return None
+    return (InferenceError.internal("attempt to access JSON non-boolean as boolean") if protocol == "http"
+            else InferenceError.invalid(f"expect boolean for '{key}'"))
+
+
+def update_settings(updates: dict, protocol: str = "http") -> dict:
+    """Apply a logging-API update as Triton's `protocol` front end ("http" or "grpc") does;
+    returns every setting afterwards. Keys Triton does not know are ignored; HTTP's nulls
+    leave a setting as it is.
+
+    Raises InferenceError with Triton's codes and words for the first refused value, after
+    applying the settings that come before it in Triton's order."""
     s = SETTINGS
-    s.info = checked.get("log_info", s.info)
-    s.warning = checked.get("log_warning", s.warning)
-    s.error = checked.get("log_error", s.error)
-    s.verbose = checked.get("log_verbose_level", s.verbose)
-    s.format = checked.get("log_format", s.format)
-    apply_levels()
+    try:
+        for key in _ORDER:
+            if key not in updates or (protocol == "http" and updates[key] is None):
+                continue
+            value = updates[key]
+            error = _refusal(key, value, protocol)
+            if error is not None:
+                raise error
+            if key == "log_info":
+                s.info = value
+            elif key == "log_warning":
+                s.warning = value
+            elif key == "log_error":
+                s.error = value
+            elif key == "log_verbose_level":
+                s.verbose = (value + 2**31) % 2**32 - 2**31  # Triton keeps it as an int32
+            elif key == "log_format":
+                s.format = value
+    finally:
+        apply_levels()
     return settings_reply()

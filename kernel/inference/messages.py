@@ -224,18 +224,24 @@ class CudaShmStatus(Request[list]):
 class TraceSettingRequest(Request[dict]):
     """Read (updates empty) or update trace settings, globally (model "") or per model.
 
-    `updates` maps a setting to its new value(s) as strings, or None to clear a model's
-    override. Reply: every setting of the scope -> str or list[str] (Triton's shape)."""
+    `updates` maps a setting to its value as the HTTP JSON carries it (a string, a list of
+    strings for `trace_level`, None to clear a model's override); gRPC's value lists are
+    given in that shape, several values for one setting as a list. Reply: every setting of
+    the scope -> str or list[str] (Triton's shape)."""
 
     model: str = ""
     updates: dict[str, Any] = field(default_factory=dict)
+    #: The asking front end, "http" or "grpc": Triton's two check and word some errors apart.
+    protocol: str = "http"
 
 
 @dataclass(slots=True)
 class LogSettingRequest(Request[dict]):
-    """Read (updates empty) or update log settings; reply: all six settings."""
+    """Read (updates empty) or update log settings; reply: all six settings. `updates` are
+    the values as the protocol carries them (JSON values, or the gRPC oneof's value)."""
 
     updates: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "http"
 
 
 __all__ = [name for name in dir() if not name.startswith("_")] + ["ModelStatistics"]

@@ -532,19 +532,18 @@ def cuda_shm_status(regions: Iterable[CudaShmRegion]) -> Any:
 # ------------------------------------------------------------------ trace and log settings --
 
 def trace_updates(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """TraceSettingRequest settings -> updates: no value clears (None), `trace_level` stays a
-    list, any other setting takes exactly one value (Triton: "expect only 1 value for")."""
+    """TraceSettingRequest settings -> updates in the HTTP JSON's shape: no value clears
+    (None), `trace_level` stays a list, one value of another setting is its string and
+    several stay a list (the tracing service refuses them in Triton's order of keys)."""
     updates: dict[str, Any] = {}
     for key, sv in settings.items():
         values = list(sv.value)
         if not values:
             updates[key] = None
-        elif key == "trace_level":
+        elif key == "trace_level" or len(values) > 1:
             updates[key] = values
-        elif len(values) == 1:
-            updates[key] = values[0]
         else:
-            raise InferenceError.invalid(f"expect only 1 value for '{key}'")
+            updates[key] = values[0]
     return updates
 
 
@@ -559,31 +558,13 @@ def trace_settings(reply: Mapping[str, Any]) -> Any:
     return out
 
 
-_LOG_TYPES = {
-    "log_file": ("string_param", "string"),
-    "log_info": ("bool_param", "boolean"),
-    "log_warning": ("bool_param", "boolean"),
-    "log_error": ("bool_param", "boolean"),
-    "log_verbose_level": ("uint32_param", "int32"),
-    "log_format": ("string_param", "string"),
-}
-
-
 def log_updates(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """LogSettingsRequest settings -> updates, with the gRPC front end's type checks."""
+    """LogSettingsRequest settings -> each one's oneof value (None when none is set); the
+    kernel checks them with the gRPC front end's words."""
     updates: dict[str, Any] = {}
     for key, sv in settings.items():
         which = sv.WhichOneof("parameter_choice")
-        expected = _LOG_TYPES.get(key)
-        if expected is None:
-            updates[key] = None if which is None else getattr(sv, which)
-            continue
-        if which != expected[0]:
-            raise InferenceError.invalid(f"expect {expected[1]} for '{key}'")
-        value = getattr(sv, which)
-        if key == "log_format" and value not in ("default", "ISO8601"):
-            raise InferenceError.invalid(f"invalid argument for log_format, got: {value}")
-        updates[key] = value
+        updates[key] = None if which is None else getattr(sv, which)
     return updates
 
 
@@ -594,7 +575,7 @@ def log_settings(reply: Mapping[str, Any]) -> Any:
         if isinstance(value, bool):
             sv.bool_param = value
         elif isinstance(value, int):
-            sv.uint32_param = value
+            sv.uint32_param = value % 2**32  # Triton's int32 verbose level, sent as uint32
         else:
             sv.string_param = "" if value is None else str(value)
     return out

@@ -268,12 +268,13 @@ class Servicer:
 
     async def TraceSetting(self, request: Any, call: Call) -> Any:
         updates = convert.trace_updates(request.settings)
-        reply = await self.bus.request(m.TraceSettingRequest(model=request.model_name, updates=updates))
+        reply = await self.bus.request(
+            m.TraceSettingRequest(model=request.model_name, updates=updates, protocol="grpc"))
         return convert.trace_settings(reply)
 
     async def LogSettings(self, request: Any, call: Call) -> Any:
         updates = convert.log_updates(request.settings)
-        return convert.log_settings(await self.bus.request(m.LogSettingRequest(updates=updates)))
+        return convert.log_settings(await self.bus.request(m.LogSettingRequest(updates=updates, protocol="grpc")))
 
     # ------------------------------------------------------------------ inference --
 

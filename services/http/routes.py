@@ -55,8 +55,6 @@ from .router import JSON_TYPE, HttpRequest, HttpResponse, Router
 
 _OK = HttpResponse(200)
 _INLINE_INFLATE = 64 << 10  # bodies larger than this are (de)compressed off the event loop
-_LOG_KEYS = ("log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format")
-_TRACE_KEYS = ("trace_level", "trace_rate", "trace_count", "log_frequency")
 
 
 def _ok_json() -> HttpResponse:
@@ -325,36 +323,20 @@ class HttpRoutes:
         return HttpResponse.json(render.statistics(stats))
 
     async def trace_setting(self, request: HttpRequest) -> HttpResponse:
+        # The JSON goes as it is: the tracing service checks it in Triton's order of keys.
+        model = request.params.get("model", "")
         updates: dict[str, Any] = {}
         if request.method == "POST":
-            doc = _json_object(request.body)
-            if "trace_file" in doc:
-                raise InferenceError("trace file location can not be updated through network protocol",
-                                     ErrorCode.UNSUPPORTED)
-            for key in _TRACE_KEYS:
-                if key not in doc:
-                    continue
-                value = doc[key]
-                if value is None:
-                    updates[key] = None
-                elif key == "trace_level":
-                    if type(value) is not list or any(type(v) is not str for v in value):
-                        raise InferenceError.internal("Unable to parse 'trace_level': expected an array of strings")
-                    updates[key] = list(value)
-                elif type(value) is str:
-                    updates[key] = value
-                elif type(value) is int:
-                    updates[key] = str(value)
-                else:
-                    raise InferenceError.internal(f"Unable to parse '{key}': expected a string")
-        reply = await self.bus.request(TraceSettingRequest(model=request.params.get("model", ""), updates=updates))
+            try:
+                updates = _json_object(request.body)
+            except InferenceError:
+                await self.bus.request(TraceSettingRequest(model=model))  # Triton checks the model first
+                raise
+        reply = await self.bus.request(TraceSettingRequest(model=model, updates=updates))
         return HttpResponse.json(reply)
 
     async def logging(self, request: HttpRequest) -> HttpResponse:
-        updates: dict[str, Any] = {}
-        if request.method == "POST":
-            doc = _json_object(request.body)
-            updates = {k: doc[k] for k in _LOG_KEYS if doc.get(k) is not None}
+        updates = _json_object(request.body) if request.method == "POST" else {}
         return HttpResponse.json(await self.bus.request(LogSettingRequest(updates=updates)))
 
     # ---------------------------------------------------------------- model repository --

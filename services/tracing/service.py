@@ -69,7 +69,7 @@ class TracingService(Service):
             if not await self.bus.request(ModelReadyQuery(msg.model)):
                 raise InferenceError.invalid(f"Request for unknown model : {msg.model}")
         if msg.updates:
-            replaced = self.table.update(msg.model, parse_updates(msg.updates))
+            replaced = self.table.update(msg.model, parse_updates(msg.updates, msg.protocol))
             if self.writer is not None:
                 self.tracer.flush()  # traces of the old settings go first
                 for old in replaced:

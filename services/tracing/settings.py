@@ -79,70 +79,98 @@ class NewSetting:
     cleared: frozenset[str]
 
 
-def _parse_uint(key: str, text: Any, minimum: int, maximum: int, minimum_words: str | None = None) -> int:
-    s = str(text).strip()
-    try:
-        n = int(s)
-    except ValueError:
-        raise InferenceError.invalid(f"Unable to parse '{key}', got: {s}") from None
-    if n < minimum and minimum_words is not None:
-        raise InferenceError.invalid(minimum_words + s)
-    if not minimum <= n <= maximum:
+_INT32 = (-2**31, 2**31 - 1)
+_SPACES = " \t\n\v\f\r"
+
+
+def _stoi(text: str) -> int | None:
+    """C++ `std::stoi` as Triton calls it: leading blanks, a sign, then digits up to the first
+    other character. None when there is no number (invalid_argument); an int outside
+    int32 when it overflows (out_of_range)."""
+    rest = text.lstrip(_SPACES)
+    sign = ""
+    if rest[:1] in ("+", "-"):
+        sign, rest = rest[0], rest[1:]
+    digits = len(rest) - len(rest.lstrip("0123456789"))
+    return int(sign + rest[:digits]) if digits else None
+
+
+def _one_value(key: str, value: Any, protocol: str) -> str:
+    """One setting's single string, or Triton's error for what the front end carried."""
+    if type(value) is str:
+        return value
+    if protocol == "grpc":
+        raise InferenceError.invalid(f"expect only 1 value for '{key}'")
+    raise InferenceError.internal("attempt to access JSON non-string as string")
+
+
+def _parse_number(key: str, value: Any, protocol: str, low: int, high: int) -> int:
+    text = _one_value(key, value, protocol)
+    n = _stoi(text)
+    if n is None:
+        raise InferenceError.invalid(f"Unable to parse '{key}', got: {text}")
+    if not _INT32[0] <= n <= _INT32[1]:
         raise InferenceError.invalid(
-            f"Unable to parse '{key}', value is out of range [ {minimum}, {maximum} ], got: {s}")
-    return n
+            f"Unable to parse '{key}', value is out of range [ {low}, {high} ], got: {text}")
+    if key == "trace_count":
+        if n < -1:  # HTTP and gRPC word this one apart
+            sep = " " if protocol == "grpc" else ""
+            raise InferenceError.invalid(f"Unable to parse 'trace_count'. Expecting value >= -1, got:{sep}{text}")
+        return n
+    return n % 2**32  # stored as uint32, as Triton does: "-1" is 4294967295
 
 
-def parse_updates(updates: dict[str, Any]) -> NewSetting:
-    """The settings API's keys (values as strings, lists for `trace_level`, None to clear)
-    -> a NewSetting, with Triton's errors for bad values."""
+def _parse_level(value: Any, protocol: str) -> int | None:
+    """`trace_level`'s words -> level bits, None when no known word was given (Triton
+    skips words other than OFF, TIMESTAMPS and TENSORS, case-sensitively)."""
+    if type(value) is not list:
+        raise InferenceError.internal("attempt to access JSON non-array as array")
+    level: int | None = None
+    for word in value:
+        if type(word) is not str:
+            raise InferenceError.internal("attempt to access JSON non-string as string")
+        if word == "OFF":
+            if len(value) != 1:
+                raise InferenceError.invalid("Expect only one trace level 'OFF' is specified")
+            level = OFF
+        elif word == "TIMESTAMPS":
+            level = (level or OFF) | TIMESTAMPS
+        elif word == "TENSORS":
+            level = (level or OFF) | TENSORS
+    return level
+
+
+_NUMBERS = {  # setting -> (NewSetting key, range in Triton's out-of-range words)
+    "trace_rate": ("rate", 0, 2**32 - 1),
+    "trace_count": ("count", -1, 2**31 - 1),
+    "log_frequency": ("log_frequency", 0, 2**32 - 1),
+}
+
+
+def parse_updates(updates: dict[str, Any], protocol: str = "http") -> NewSetting:
+    """The settings API's keys, as `TraceSettingRequest.updates` carries them, -> a
+    NewSetting, with the errors of Triton's `protocol` front end ("http" or "grpc"), checked
+    in Triton's order of keys. Other keys are ignored, as Triton's front ends do."""
     if "trace_file" in updates:
         raise InferenceError("trace file location can not be updated through network protocol",
                              ErrorCode.UNSUPPORTED)
     values: dict[str, Any] = {}
     cleared: set[str] = set()
-    for key, value in updates.items():
-        if key == "trace_level":
-            if value is None:
-                cleared.add("level")
-                continue
-            words = [value] if isinstance(value, str) else list(value)
-            level = OFF
-            given = False
-            for word in words:
-                name = str(word).upper()
-                if name == "OFF":
-                    if len(words) != 1:
-                        raise InferenceError.invalid("Expect only one trace level 'OFF' is specified")
-                    given = True
-                elif name == "TIMESTAMPS":
-                    level |= TIMESTAMPS
-                    given = True
-                elif name == "TENSORS":
-                    level |= TENSORS
-                    given = True
-                else:
-                    raise InferenceError.invalid(
-                        f"unknown trace level '{word}' (expected OFF, TIMESTAMPS or TENSORS)")
-            if given:
+    if "trace_level" in updates:
+        value = updates["trace_level"]
+        if value is None:
+            cleared.add("level")
+        else:
+            level = _parse_level(value, protocol)
+            if level is not None:
                 values["level"] = level
-        elif key == "trace_rate":
-            if value is None:
-                cleared.add("rate")
-            else:
-                values["rate"] = _parse_uint(key, value, 0, 2**32 - 1)
-        elif key == "trace_count":
-            if value is None:
-                cleared.add("count")
-            else:
-                values["count"] = _parse_uint(
-                    key, value, -1, 2**31 - 1, "Unable to parse 'trace_count'. Expecting value >= -1, got:")
-        elif key == "log_frequency":
-            if value is None:
-                cleared.add("log_frequency")
-            else:
-                values["log_frequency"] = _parse_uint(key, value, 0, 2**32 - 1)
-        # Other keys are ignored, as Triton's front ends do.
+    for key, (name, low, high) in _NUMBERS.items():
+        if key not in updates:
+            continue
+        if updates[key] is None:
+            cleared.add(name)
+        else:
+            values[name] = _parse_number(key, updates[key], protocol, low, high)
     return NewSetting(values, frozenset(cleared))
 
 
@@ -210,7 +238,7 @@ class SettingsTable:
             return
         setting = self._make(values["level"], values["rate"], values["count"], values["log_frequency"],
                              values["file"], frozenset(specified))
-        if setting.level != OFF and (setting.invalid_reason or new.values.get("count") == 0):
+        if setting.level != OFF and (setting.invalid_reason or setting.count == 0):  # Valid()
             raise InferenceError.invalid(f"Attempting to set invalid trace setting :{setting.invalid_reason}")
         if model:
             if len(specified) == len(_KEYS):

@@ -130,6 +130,30 @@ def with_grpc(call: Callable[[grpcclient.InferenceServerClient], Any]) -> Callab
     return lambda server: _expect_raise(lambda: call(grpcclient.InferenceServerClient(server.grpc_address)))
 
 
+def grpc_stub(method: str, request: Any) -> Callable[[Any], tuple[Any, str]]:
+    """A hand-built gRPC request, for what tritonclient cannot send (a setting's wrong type)."""
+    import grpc
+
+    def send(server):
+        try:
+            client = grpcclient.InferenceServerClient(server.grpc_address)  # held: it closes its channel when freed
+            getattr(client._client_stub, method)(request)
+        except grpc.RpcError as e:
+            return str(e.code()), e.details()
+        return "OK", ""
+    return send
+
+
+def _log_request(**params: dict[str, Any]) -> Any:
+    """A LogSettingsRequest whose settings carry the given oneof values, e.g. log_info={"string_param": "x"}."""
+    req = grpcclient.service_pb2.LogSettingsRequest()
+    for key, choice in params.items():
+        setting = req.settings[key]  # present even with no value set
+        for which, value in choice.items():
+            setattr(setting, which, value)
+    return req
+
+
 def grpc_inputs(*specs: tuple[str, list[int], str]) -> list:
     out = []
     for name, shape, datatype in specs:
@@ -152,6 +176,9 @@ F4 = [1.0, 2.0, 3.0, 4.0]
 REG = "/v2/systemsharedmemory/region"
 IA, INT, NF, AE = ("StatusCode.INVALID_ARGUMENT", "StatusCode.INTERNAL", "StatusCode.NOT_FOUND",
                    "StatusCode.ALREADY_EXISTS")
+UNIMPL = "StatusCode.UNIMPLEMENTED"
+TRACE, LOG = "/v2/trace/setting", "/v2/logging"
+NOT_STRING = "attempt to access JSON non-string as string"
 
 CASES = [
     # ---- input counts, optional inputs, list formatting (core ValidateRequestInputs)
@@ -274,6 +301,75 @@ CASES = [
     ("generate-parameters-type", raw_http("POST", "/v2/models/gen/generate",
                                           {"PROMPT": "a", "STREAM": False, "parameters": 3}), 500,
      "Expected JSON object for keyword: 'parameters': attempt to access JSON non-object as object"),
+    # ---- trace settings (http_server.cc HandleTrace, grpc_server.cc TraceSetting; keys checked
+    # in Triton's order: trace_file, trace_level, trace_rate, trace_count, log_frequency)
+    ("trace-file-http", raw_http("POST", TRACE, {"trace_file": None}), 501,
+     "trace file location can not be updated through network protocol"),
+    ("trace-file-grpc", with_grpc(lambda c: c.update_trace_settings(settings={"trace_file": "/tmp/t"})), UNIMPL,
+     "trace file location can not be updated through network protocol"),
+    ("trace-unknown-model-http", raw_http("POST", "/v2/models/nope/trace/setting", b"not json"), 400,
+     "Request for unknown model : nope"),
+    ("trace-unknown-model-grpc", with_grpc(lambda c: c.get_trace_settings(model_name="nope")), IA,
+     "Request for unknown model : nope"),
+    ("trace-level-not-array-http", raw_http("POST", TRACE, {"trace_level": "TIMESTAMPS"}), 500,
+     "attempt to access JSON non-array as array"),
+    ("trace-level-not-string-http", raw_http("POST", TRACE, {"trace_level": ["TENSORS", 4]}), 500, NOT_STRING),
+    ("trace-level-off-and-more-http", raw_http("POST", TRACE, {"trace_level": ["TIMESTAMPS", "OFF"]}), 400,
+     "Expect only one trace level 'OFF' is specified"),
+    ("trace-level-before-rate-grpc", with_grpc(lambda c: c.update_trace_settings(
+        settings={"trace_rate": ["1", "2"], "trace_level": ["OFF", "OFF"]})), IA,
+     "Expect only one trace level 'OFF' is specified"),
+    ("trace-level-unknown-words-ignored-http", with_http(lambda c: c.update_trace_settings(
+        settings={"trace_level": ["timestamps", "BOGUS"]})), "OK", ""),
+    ("trace-level-unknown-words-ignored-grpc", with_grpc(lambda c: c.update_trace_settings(
+        settings={"trace_level": ["tensors"]})), "OK", ""),
+    ("trace-rate-number-http", raw_http("POST", TRACE, {"trace_rate": 5}), 500, NOT_STRING),
+    ("trace-rate-word-http", raw_http("POST", TRACE, {"trace_rate": "fast"}), 400,
+     "Unable to parse 'trace_rate', got: fast"),
+    ("trace-rate-range-grpc", with_grpc(lambda c: c.update_trace_settings(settings={"trace_rate": "5000000000"})),
+     IA, "Unable to parse 'trace_rate', value is out of range [ 0, 4294967295 ], got: 5000000000"),
+    ("trace-rate-two-values-grpc", with_grpc(lambda c: c.update_trace_settings(
+        settings={"trace_rate": ["1", "2"]})), IA, "expect only 1 value for 'trace_rate'"),
+    ("trace-count-floor-http", raw_http("POST", TRACE, {"trace_count": "-2"}), 400,
+     "Unable to parse 'trace_count'. Expecting value >= -1, got:-2"),
+    ("trace-count-floor-grpc", with_grpc(lambda c: c.update_trace_settings(settings={"trace_count": "-2"})), IA,
+     "Unable to parse 'trace_count'. Expecting value >= -1, got: -2"),
+    ("trace-count-range-http", raw_http("POST", TRACE, {"trace_count": "3000000000"}), 400,
+     "Unable to parse 'trace_count', value is out of range [ -1, 2147483647 ], got: 3000000000"),
+    ("trace-count-word-grpc", with_grpc(lambda c: c.update_trace_settings(settings={"trace_count": "many"})), IA,
+     "Unable to parse 'trace_count', got: many"),
+    ("trace-frequency-word-http", raw_http("POST", TRACE, {"log_frequency": "often"}), 400,
+     "Unable to parse 'log_frequency', got: often"),
+    ("trace-frequency-number-http", raw_http("POST", TRACE, {"log_frequency": 1}), 500, NOT_STRING),
+    ("trace-frequency-range-grpc", with_grpc(lambda c: c.update_trace_settings(
+        settings={"log_frequency": "-9999999999"})), IA,
+     "Unable to parse 'log_frequency', value is out of range [ 0, 4294967295 ], got: -9999999999"),
+    ("trace-invalid-setting-http", raw_http("POST", TRACE, {"trace_level": ["TIMESTAMPS"]}), 400,
+     "Attempting to set invalid trace setting :trace file name is not given"),
+    # ---- log settings (http_server.cc HandleLogging: TritonJson's errors, "--log_format";
+    # grpc_server.cc LogSettings: "expect <type> for", log_file refused whatever its value)
+    ("log-file-http", raw_http("POST", LOG, {"log_file": "x.log"}), 501,
+     "log file location can not be updated through network protocol"),
+    ("log-file-null-http", with_http(lambda c: c.update_log_settings({"log_file": None})), "OK", ""),
+    ("log-file-grpc", grpc_stub("LogSettings", _log_request(log_file={})), UNIMPL,
+     "log file location can not be updated through network protocol"),
+    ("log-info-type-http", raw_http("POST", LOG, {"log_info": "true"}), 500,
+     "attempt to access JSON non-boolean as boolean"),
+    ("log-error-type-grpc", grpc_stub("LogSettings", _log_request(log_error={"uint32_param": 1})), IA,
+     "expect boolean for 'log_error'"),
+    ("log-verbose-type-http", raw_http("POST", LOG, {"log_verbose_level": -1}), 500,
+     "attempt to access JSON non-unsigned-integer as unsigned-integer"),
+    ("log-verbose-type-grpc", grpc_stub("LogSettings", _log_request(log_verbose_level={"bool_param": True})), IA,
+     "expect int32 for 'log_verbose_level'"),
+    ("log-format-type-http", raw_http("POST", LOG, {"log_format": 1}), 500, NOT_STRING),
+    ("log-format-type-grpc", grpc_stub("LogSettings", _log_request(log_format={"bool_param": True})), IA,
+     "expect string for 'log_format'"),
+    ("log-format-word-http", raw_http("POST", LOG, {"log_format": "json"}), 503,
+     "invalid argument for --log_format, got: json"),
+    ("log-format-word-grpc", with_grpc(lambda c: c.update_log_settings({"log_format": "json"})), IA,
+     "invalid argument for log_format, got: json"),
+    ("log-unknown-key-http", with_http(lambda c: c.update_log_settings({"log_colour": 1})), "OK", ""),
+    ("log-unknown-key-grpc", grpc_stub("LogSettings", _log_request(log_colour={"bool_param": True})), "OK", ""),
 ]
 
 
@@ -291,3 +387,22 @@ def test_raw_binary_bytes_input_is_one_element(server):
     header = json.loads(body[:body.index(b"}]}") + 3])
     assert header["outputs"][0]["shape"] == [1]
     assert body.endswith((3).to_bytes(4, "little") + b"427")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_log_settings_before_a_refused_one_are_applied(server, protocol):
+    """Triton applies log settings one by one in its own order, so those before a refused
+    one stay applied."""
+    if protocol == "http":
+        send = raw_http("POST", LOG, {"log_format": "json", "log_warning": False})
+        read = lambda: httpclient.InferenceServerClient(server.http_address).get_log_settings()["log_warning"]
+    else:
+        send = grpc_stub("LogSettings", _log_request(log_format={"string_param": "json"},
+                                                     log_warning={"bool_param": False}))
+        read = lambda: grpcclient.InferenceServerClient(server.grpc_address).get_log_settings(
+            as_json=True)["settings"]["log_warning"]["bool_param"]
+    try:
+        assert send(server)[0] != 200
+        assert read() is False
+    finally:
+        httpclient.InferenceServerClient(server.http_address).update_log_settings({"log_warning": True})

@@ -91,13 +91,33 @@ def test_trace_file_update_refused():
 @pytest.mark.parametrize("updates, words", [
     ({"trace_rate": "fast"}, "Unable to parse 'trace_rate', got: fast"),
     ({"trace_count": "-5"}, "Unable to parse 'trace_count'. Expecting value >= -1, got:-5"),
-    ({"log_frequency": "-1"}, "Unable to parse 'log_frequency', value is out of range"),
+    ({"log_frequency": "9999999999"},
+     "Unable to parse 'log_frequency', value is out of range [ 0, 4294967295 ], got: 9999999999"),
+    ({"trace_rate": " x1"}, "Unable to parse 'trace_rate', got:  x1"),
     ({"trace_level": ["OFF", "TIMESTAMPS"]}, "Expect only one trace level 'OFF' is specified"),
 ])
 def test_bad_updates(updates, words):
     with pytest.raises(InferenceError) as err:
         parse_updates(updates)
     assert err.value.code == ErrorCode.INVALID_ARG and words in err.value.message
+
+
+def test_numbers_are_read_as_std_stoi_reads_them():
+    """Triton reads numbers with std::stoi: blanks, a sign, digits up to the first other
+    character; a negative rate wraps into uint32 as Triton stores it."""
+    new = parse_updates({"trace_rate": " 12abc", "trace_count": "+3", "log_frequency": "-1"})
+    assert new.values == {"rate": 12, "count": 3, "log_frequency": 2**32 - 1}
+
+
+def test_unknown_level_words_are_skipped_and_grpc_words_its_errors_apart():
+    assert parse_updates({"trace_level": ["timestamps", "BOGUS"]}).values == {}
+    assert parse_updates({"trace_level": ["BOGUS", "TENSORS"]}).values == {"level": 8}
+    with pytest.raises(InferenceError) as err:
+        parse_updates({"trace_count": "-2"}, "grpc")
+    assert err.value.message == "Unable to parse 'trace_count'. Expecting value >= -1, got: -2"
+    with pytest.raises(InferenceError) as err:
+        parse_updates({"trace_level": ["OFF", "OFF"], "trace_rate": ["1", "2"]}, "grpc")
+    assert err.value.message == "Expect only one trace level 'OFF' is specified"
 
 
 def test_model_override_follows_global_for_unset_keys_and_null_clears():
