@@ -245,3 +245,15 @@ def test_propagated_context_is_always_traced():
     assert tracer.sample("m", headers={"traceparent": "garbage"}) is None
     trace = tracer.sample("m", headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
     assert trace is not None and trace.context.parent_context is not None
+
+
+def test_update_refused_once_the_count_is_used_up():
+    """Triton's Valid() wants a non-zero count: with traces left at 0 and tracing on, an update
+    that keeps the count is refused (with no reason after the colon); turning off is allowed."""
+    t = _table("level=TIMESTAMPS", "count=1", "triton,file=/tmp/x.json")
+    t.global_.count = 0  # the one trace was taken
+    with pytest.raises(InferenceError) as err:
+        t.update("", parse_updates({"trace_rate": "5"}))
+    assert err.value.message == "Attempting to set invalid trace setting :"
+    t.update("", parse_updates({"trace_count": "4"}))
+    assert t.reply()["trace_count"] == "4"
