@@ -249,8 +249,9 @@ def test_propagated_context_is_always_traced():
 
 def test_update_refused_once_the_count_is_used_up():
     """Triton's Valid() wants a non-zero count: with traces left at 0 and tracing on, an update
-    that keeps the count is refused (with no reason after the colon); turning off is allowed."""
-    t = _table("level=TIMESTAMPS", "count=1", "triton,file=/tmp/x.json")
+    that keeps a count set through the API is refused (with no reason after the colon); turning off is allowed."""
+    t = _table("level=TIMESTAMPS", "triton,file=/tmp/x.json")
+    t.update("", parse_updates({"trace_count": "1"}))  # set through the API: kept over updates
     t.global_.count = 0  # the one trace was taken
     with pytest.raises(InferenceError) as err:
         t.update("", parse_updates({"trace_rate": "5"}))
