@@ -36,7 +36,8 @@ test: install-test
 
 # Triton's QA selection against naiad (skipped when ../shared/triton-qa is absent); fails when a
 # test listed in .ci/triton-qa-expected-passes.txt no longer passes.
-conformance: install
+conformance:
+	@[ -x $(VENV)/bin/naiad ] || $(MAKE) install
 	$(PY) .ci/triton_qa_guard.py
 
 # A debug build of ext/ (-O0 -g, bounds checks on) with Cython's annotated HTML.
