@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -620,19 +621,25 @@ def test_execute_errors_fail_every_request(tmp_path: Path, mode: str, needle: st
     run(scenario())
 
 
+async def _cancel_while_executing(h: Harness, cancel: Callable[[Any], None]) -> None:
+    """Start CANCELLABLE on one request, cancel it with `cancel(request)` while it polls
+    `is_cancelled()`, and expect the model's CANCELLED answer."""
+    await h.load("cancellable", CANCELLABLE, numeric_config("cancellable", "TYPE_FP32"))
+    req = request("cancellable", {"IN": np.zeros(1, np.float32)})
+    fut = asyncio.get_running_loop().create_future()
+    task = asyncio.ensure_future(h.instances["cancellable"].execute([req], [FutureSink(fut)]))
+    await asyncio.sleep(0.2)
+    cancel(req)
+    resp = await asyncio.wait_for(fut, 10)
+    await task
+    assert resp.error is not None and resp.error.code == ErrorCode.CANCELLED
+
+
 def test_cancellation_is_seen_by_the_model(tmp_path: Path) -> None:
     async def scenario() -> None:
         h = Harness(tmp_path)
         try:
-            await h.load("cancellable", CANCELLABLE, numeric_config("cancellable", "TYPE_FP32"))
-            req = request("cancellable", {"IN": np.zeros(1, np.float32)})
-            fut = asyncio.get_running_loop().create_future()
-            task = asyncio.ensure_future(h.instances["cancellable"].execute([req], [FutureSink(fut)]))
-            await asyncio.sleep(0.2)
-            req.cancel.cancel()
-            resp = await asyncio.wait_for(fut, 10)
-            await task
-            assert resp.error is not None and resp.error.code == ErrorCode.CANCELLED
+            await _cancel_while_executing(h, lambda req: req.cancel.cancel())
 
             await h.load("dcancel", DECOUPLED_CANCELLABLE,
                          numeric_config("dcancel", "TYPE_FP32") + "model_transaction_policy { decoupled: true }\n")
@@ -663,15 +670,8 @@ def test_is_cancelled_asks_the_server(tmp_path: Path) -> None:
     async def scenario() -> None:
         h = Harness(tmp_path)
         try:
-            await h.load("cancellable", CANCELLABLE, numeric_config("cancellable", "TYPE_FP32"))
-            req = request("cancellable", {"IN": np.zeros(1, np.float32)})
-            fut = asyncio.get_running_loop().create_future()
-            task = asyncio.ensure_future(h.instances["cancellable"].execute([req], [FutureSink(fut)]))
-            await asyncio.sleep(0.2)
-            req.cancel.cancelled = True  # the server's flag only: no message is pushed to the stub
-            resp = await asyncio.wait_for(fut, 10)
-            await task
-            assert resp.error is not None and resp.error.code == ErrorCode.CANCELLED
+            # the server's flag only: no message is pushed to the stub
+            await _cancel_while_executing(h, lambda req: setattr(req.cancel, "cancelled", True))
         finally:
             await h.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import time
 from pathlib import Path
 
@@ -306,6 +307,8 @@ def test_log_verbose_follows_the_level_set_at_run_time(server) -> None:
         try:
             client.infer("logging_model", _fp32(2))
             assert _log_contains(server, "verbose-mark-2")
+            # headed with the model's file and line, as Triton writes a model's log lines
+            assert re.search(r"^I\d{4} [\d:.]+ \d+ model\.py:\d+\] verbose-mark-2$", server.logs(), re.M)
         finally:
             client.update_log_settings({"log_verbose_level": 0})
         client.infer("logging_model", _fp32(3))
