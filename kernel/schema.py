@@ -4,7 +4,7 @@ the file, the key and what was expected.
 Each section is a plain dataclass whose field types say what is allowed: bool, int,
 float, str, list[str], list[int], dict[str, str], `Literal[...]` choices, or a nested
 dataclass. Field metadata may carry `doc` (for the README reference), `triton` (the
-tritonserver flag it mirrors) and `minimum`.
+tritonserver flag it mirrors), `minimum` and `maximum`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ class ConfigError(Exception):
     """A config value that cannot be used; the message is shown to the user as is."""
 
 
-def setting(default: Any, doc: str = "", triton: str = "", minimum: float | None = None) -> Any:
+def setting(default: Any, doc: str = "", triton: str = "", minimum: float | None = None,
+            maximum: float | None = None) -> Any:
     """A documented config field."""
-    meta = {"doc": doc, "triton": triton, "minimum": minimum}
+    meta = {"doc": doc, "triton": triton, "minimum": minimum, "maximum": maximum}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -120,6 +121,9 @@ def build(cls: type, table: dict[str, Any], where: str) -> Any:
         minimum = fields[name].metadata.get("minimum")
         if minimum is not None and isinstance(coerced, (int, float)) and coerced < minimum:
             raise ConfigError(f"{field_where}: expected a value >= {minimum}, got {coerced!r}")
+        maximum = fields[name].metadata.get("maximum")
+        if maximum is not None and isinstance(coerced, (int, float)) and coerced > maximum:
+            raise ConfigError(f"{field_where}: expected a value <= {maximum}, got {coerced!r}")
         kwargs[name] = coerced
     try:
         obj = cls(**kwargs)

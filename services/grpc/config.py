@@ -23,7 +23,7 @@ COMPRESSION_LEVELS = {"none": 0, "low": 1, "medium": 2, "high": 3}
 @dataclass
 class GrpcConfig:
     host: str = setting("0.0.0.0", "address to listen on", "--grpc-address")
-    port: int = setting(8001, "port to listen on (0 = any free port)", "--grpc-port", minimum=0)
+    port: int = setting(8001, "port to listen on (0 = any free port)", "--grpc-port", minimum=0, maximum=65535)
     reuse_port: bool = setting(False, "set SO_REUSEPORT on the listening socket", "--reuse-grpc-port")
     header_forward_pattern: str = setting(
         "", "RE2 expression (case-insensitive unless it says (?-i)) matched in request metadata "

@@ -39,7 +39,7 @@ def parse_restricted_api(specs: list[str]) -> dict[str, tuple[str, str]]:
 @dataclass
 class HttpConfig:
     host: str = setting("0.0.0.0", "address to listen on", "--http-address")
-    port: int = setting(8000, "port to listen on (0 = any free port)", "--http-port", minimum=0)
+    port: int = setting(8000, "port to listen on (0 = any free port)", "--http-port", minimum=0, maximum=65535)
     reuse_port: bool = setting(False, "set SO_REUSEPORT on the listening socket", "--reuse-http-port")
     header_forward_pattern: str = setting(
         "", "RE2 expression (case-insensitive unless it says (?-i)) matched in request header names; "

@@ -44,6 +44,8 @@ def test_defaults_without_a_file():
         ("[servers]\n", "unknown section 'servers'"),
         ("[services.http]\nport = \"80\"\n", "[services.http].port: expected an integer, got '80'"),
         ("[services.http]\nportt = 80\n", "[services.http]: unknown key 'portt'"),
+        ("[services.http]\nport = 70000\n", "[services.http].port: expected a value <= 65535, got 70000"),
+        ("[services.grpc]\nport = 65536\n", "[services.grpc].port: expected a value <= 65535, got 65536"),
         ("[services.telepathy]\n", "unknown service 'telepathy'"),
         ("[services.x]\nmodule = \"nope_not_a_module:Thing\"\n",
          "[services.x].module: could not import module \"nope_not_a_module\""),
