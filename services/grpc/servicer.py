@@ -179,8 +179,11 @@ class Servicer:
             return []
         out = []
         for k, v in call.metadata():
-            if match(k) and not k.endswith("-bin"):
-                out.append((k, v if isinstance(v, str) else v.decode("latin-1")))
+            if match(k):
+                # binary (`-bin`) values arrive decoded; Triton passes them on as C strings,
+                # so a value ends at its first NUL byte
+                text = v if isinstance(v, str) else v.decode("latin-1")
+                out.append((k, text.split("\0", 1)[0]))
         return out
 
     def drain(self) -> None:

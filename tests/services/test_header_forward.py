@@ -138,3 +138,13 @@ def test_case_sensitive_pattern_forwards_only_exact_case(server):
     assert _raw_http_params(proc) == {"key": "value", "MY_HEADER_2": "two"}
     # gRPC metadata keys are lower case, so an upper-case case-sensitive pattern matches none.
     assert _grpc_params(proc, "echo", "INPUT0", "PARAMS") == {"key": "value"}
+
+
+def test_binary_grpc_metadata_is_forwarded_up_to_its_first_nul(server):
+    proc = server("MY_HEADER.*", "my_header.*")
+    client = grpcclient.InferenceServerClient(proc.grpc_address)
+    x = grpcclient.InferInput("INPUT0", [1], "FP32")
+    x.set_data_from_numpy(np.array([1], dtype=np.float32))
+    result = client.infer("echo", [x], headers={"my_header-bin": b"raw\x00tail", "other-bin": b"x"})
+    client.close()
+    assert json.loads(result.as_numpy("PARAMS")[0]) == {"my_header-bin": "raw"}
