@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from typing import Any, Sequence
 
 from naiad.kernel.inference.backend import ExecutionTimes, ModelInstance
@@ -31,6 +32,8 @@ from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, ResponseSink
 
 GLOBAL = "global"
+
+log = logging.getLogger("naiad.services.models")
 
 ResourceKey = tuple[str, Any]  # (name, device id or GLOBAL)
 
@@ -118,11 +121,27 @@ class RateLimiter:
         gate = Gate(self, instance_name, list(needs.items()), priority)
         gate.vtime = self.clock
         self.gates.add(gate)
+        self._log_capacities()
         return gate
 
     def unregister(self, gate: Gate) -> None:
         self.gates.discard(gate)
+        self._log_capacities()
         self._schedule_admit()  # capacities may have shrunk or waiters may have gone
+
+    def _log_capacities(self) -> None:
+        """Triton's verbose "Max Resource Map" after the instances changed (its tests read it)."""
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        keys = {k for g in self.gates for k, _ in g.needs}
+        keys |= {(name, GLOBAL if where is None else where) for name, where in self.explicit}
+        by_device: dict[Any, list[str]] = {}
+        for key in sorted(keys, key=str):
+            by_device.setdefault(key[1], []).append(f"\t\tResource: {key[0]}\t Count: {self.capacity(key)}\n")
+        text = "\nMax Resource Map===>\n" + "".join(
+            f"\tDevice: {'GLOBAL' if device == GLOBAL else device}\n" + "".join(lines)
+            for device, lines in by_device.items())
+        log.debug("%s", text, extra={"verbose": 1})
 
     # ------------------------------------------------------------------ admission --
 

@@ -293,3 +293,21 @@ def test_poll_mode_applies_an_instance_group_change_in_place(setup):
         time.sleep(0.1)
     assert first in setup.pids_serving()
     assert setup.proc.stop() == 0
+
+
+@pytest.mark.parametrize("setup", [("--model-control-mode=explicit", "--rate-limit=execution_count",
+                                    "--log-verbose=1")], indirect=True)
+def test_lower_resource_need_lowers_the_rate_limiter_capacity(setup):
+    """As Triton's L0_model_update test_instance_resource_decrease: without an explicit count,
+    a resource's capacity follows the largest need, and Triton's verbose resource map says so."""
+    def group(count: int) -> str:
+        return f'{{ count: 1 kind: KIND_CPU rate_limiter {{ resources [ {{ name: "R1" count: {count} }} ] }} }}'
+    setup.reload(group(4))
+    setup.infer()
+    setup.reload(group(3))
+    setup.infer()
+    setup.http.unload_model(NAME)
+    assert setup.wait_events("finalize", 1)
+    log = setup.proc.logs()
+    assert "Max Resource Map===>\n\tDevice: 0\n\t\tResource: R1\t Count: 4\n" in log
+    assert "Max Resource Map===>\n\tDevice: 0\n\t\tResource: R1\t Count: 3\n" in log
