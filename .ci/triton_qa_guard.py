@@ -86,8 +86,10 @@ def main() -> int:
         rerun_failed(kit, tmp, expected, outcomes)
     passing = {name for name, outcome in outcomes.items() if outcome == "passed"}
     if args.update:
-        EXPECTED.write_text("# Triton QA tests that pass on naiad (kept by .ci/triton_qa_guard.py "
-                            "--update)\n" + "".join(f"{n}\n" for n in sorted(passing)))
+        old = EXPECTED.read_text().splitlines() if EXPECTED.is_file() else []
+        header = [line for line in old if line.startswith("#")] or [
+            "# Triton QA tests that pass on naiad (kept by .ci/triton_qa_guard.py --update)"]
+        EXPECTED.write_text("".join(f"{line}\n" for line in header + sorted(passing)))
         print(f"triton-qa: {len(passing)} expected passes written to {EXPECTED.name}")
         return 0
     regressed = sorted(expected - passing)
