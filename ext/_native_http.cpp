@@ -22,10 +22,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -42,6 +45,9 @@ namespace {
 
 constexpr size_t kMaxHeaderBytes = 64 << 10;
 constexpr size_t kReadChunk = 64 << 10;
+// A declared Content-Length reserves at most this much up front; the rest grows as bytes
+// arrive (a client that declares 1 GiB and sends nothing must not cost 1 GiB).
+constexpr size_t kMaxReserve = 1 << 20;
 
 struct Request {
   uint64_t conn = 0;
@@ -95,6 +101,7 @@ const char* reason(int status) {
     case 499: return "Client Closed Request";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
+    case 505: return "HTTP Version Not Supported";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
@@ -114,6 +121,47 @@ bool icontains(const std::string& a, const char* token) {
   std::string low(a);
   for (auto& c : low) c = char(std::tolower(static_cast<unsigned char>(c)));
   return low.find(token) != std::string::npos;
+}
+
+// RFC 9110 §5.6.2: the characters of a token (methods, header names, transfer codings).
+bool is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~': return true;
+    default: return false;
+  }
+}
+
+bool is_token(const std::string& s, size_t begin, size_t end) {
+  if (begin >= end) return false;
+  for (size_t i = begin; i < end; ++i)
+    if (!is_tchar(static_cast<unsigned char>(s[i]))) return false;
+  return true;
+}
+
+// Control characters (other than HTAB) may not appear in a field value or a chunk extension.
+bool has_ctl(const std::string& s, size_t begin, size_t end) {
+  for (size_t i = begin; i < end; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return true;
+  }
+  return false;
+}
+
+int hex_value(char ch) {
+  unsigned char c = static_cast<unsigned char>(ch);
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string trim_ows(const std::string& s) {
+  size_t b = 0, e = s.size();
+  while (b < e && (s[b] == ' ' || s[b] == '\t')) ++b;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t')) --e;
+  return s.substr(b, e - b);
 }
 
 std::string simple_reply(int status, const std::string& message) {
@@ -366,109 +414,71 @@ class Server {
       if (size_t(r) < kReadChunk) break;
     }
     c.last = std::chrono::steady_clock::now();
-    if (!c.busy && !c.close_after) parse(c);
+    if (c.close_after) c.in.clear();  // nothing after a refused or last request is read
+    else if (!c.busy) parse(c);
   }
 
+  // Refuse the request being read and close once the reply is out. What the client sent
+  // after it is never read as a request; what is already queued is read and dropped so the
+  // close is a FIN after the reply rather than a reset that could overtake it.
   void fail(Conn& c, int status, const std::string& message) {
+    char sink[16 << 10];
+    for (int i = 0; i < 64 && ::recv(c.fd, sink, sizeof sink, 0) > 0; ++i) {
+    }
     c.in.clear();
+    c.in.shrink_to_fit();
     c.busy = false;
     c.close_after = true;
     send_now(c, simple_reply(status, message));
     flush(c);
   }
 
-  // Frame one request from c.in, if complete, and hand it to Python.
+  // Frame one request from c.in, if complete, and hand it to Python. Framing follows
+  // RFC 9112 strictly: anything ambiguous (CL with TE, duplicate or non-digit CL, a
+  // transfer coding other than a final `chunked`, bad chunk framing, obs-fold, a method or
+  // header name that is not a token) is answered with an error and the connection closes,
+  // so no byte a client sends is ever read as the start of another request.
   void parse(Conn& c) {
     const std::string& in = c.in;
     size_t head_end = in.find("\r\n\r\n");
-    if (head_end == std::string::npos) {
+    if (head_end == std::string::npos || head_end + 4 > kMaxHeaderBytes) {
       if (in.size() > kMaxHeaderBytes) fail(c, 431, "request headers too large");
       return;
     }
     auto req = std::make_shared<Request>();
     req->conn = c.id;
-    size_t line_end = in.find("\r\n");
-    size_t sp1 = in.find(' ');
-    size_t sp2 = sp1 == std::string::npos ? sp1 : in.find(' ', sp1 + 1);
-    if (sp1 == std::string::npos || sp2 == std::string::npos || sp2 > line_end) {
-      fail(c, 400, "malformed request line");
+    Framing f;
+    int status = parse_head(in, head_end, *req, f);
+    if (status != 0) {
+      fail(c, status, f.error);
       return;
-    }
-    req->method.assign(in, 0, sp1);
-    req->target.assign(in, sp1 + 1, sp2 - sp1 - 1);
-    std::string version(in, sp2 + 1, line_end - sp2 - 1);
-    bool http10 = version == "HTTP/1.0";
-    req->keep_alive = !http10;
-    long long content_length = -1;
-    bool chunked = false, expect_continue = false;
-    size_t pos = line_end + 2;
-    while (pos < head_end) {
-      size_t eol = in.find("\r\n", pos);
-      size_t colon = in.find(':', pos);
-      if (colon == std::string::npos || colon > eol) {
-        fail(c, 400, "malformed header");
-        return;
-      }
-      std::string name(in, pos, colon - pos);
-      size_t vs = colon + 1, ve = eol;
-      while (vs < ve && (in[vs] == ' ' || in[vs] == '\t')) ++vs;
-      while (ve > vs && (in[ve - 1] == ' ' || in[ve - 1] == '\t')) --ve;
-      std::string value(in, vs, ve - vs);
-      if (iequals(name, "content-length")) {
-        char* endp = nullptr;
-        content_length = std::strtoll(value.c_str(), &endp, 10);
-        if (value.empty() || *endp || content_length < 0) {
-          fail(c, 400, "invalid Content-Length");
-          return;
-        }
-      } else if (iequals(name, "transfer-encoding")) {
-        chunked = icontains(value, "chunked");
-      } else if (iequals(name, "connection")) {
-        if (icontains(value, "close")) req->keep_alive = false;
-        else if (icontains(value, "keep-alive")) req->keep_alive = true;
-      } else if (iequals(name, "expect")) {
-        expect_continue = icontains(value, "100-continue");
-      }
-      req->headers.emplace_back(std::move(name), std::move(value));
-      pos = eol + 2;
     }
     size_t body_start = head_end + 4;
     size_t consumed;
-    if (chunked) {
-      std::string body;
-      size_t p = body_start;
-      for (;;) {
-        size_t eol = in.find("\r\n", p);
-        if (eol == std::string::npos) return wait_body(c, expect_continue);
-        size_t size = std::strtoull(in.c_str() + p, nullptr, 16);
-        if (size == 0) {  // last chunk; skip trailers up to the blank line
-          size_t end = in.find("\r\n\r\n", eol);
-          if (eol + 2 <= in.size() && in.compare(eol, 4, "\r\n\r\n") == 0) end = eol;
-          if (end == std::string::npos) return wait_body(c, expect_continue);
-          consumed = end + 4;
-          break;
-        }
-        if (body.size() + size > max_body_) {
-          fail(c, 413, "request body exceeds the limit of " + std::to_string(max_body_) + " bytes");
-          return;
-        }
-        if (in.size() < eol + 2 + size + 2) return wait_body(c, expect_continue);
-        body.append(in, eol + 2, size);
-        p = eol + 2 + size + 2;
+    if (f.chunked) {
+      std::vector<std::pair<size_t, size_t>> pieces;  // (offset, size) of each chunk's data
+      size_t total = 0;
+      status = frame_chunks(in, body_start, pieces, total, consumed, f.error);
+      if (status < 0) return wait_body(c, f.expect_continue);
+      if (status != 0) {
+        fail(c, status, f.error);
+        return;
       }
-      req->buf = std::move(body);
+      req->buf.reserve(total);
+      for (auto& piece : pieces) req->buf.append(in, piece.first, piece.second);
       req->body_off = 0;
       req->body_len = req->buf.size();
       c.in.erase(0, consumed);
     } else {
-      size_t len = content_length < 0 ? 0 : size_t(content_length);
+      size_t len = f.content_length < 0 ? 0 : size_t(f.content_length);
       if (len > max_body_) {
         fail(c, 413, "request body exceeds the limit of " + std::to_string(max_body_) + " bytes");
         return;
       }
       if (in.size() < body_start + len) {
-        c.in.reserve(body_start + len);
-        return wait_body(c, expect_continue);
+        size_t want = std::min(body_start + len, kMaxReserve);
+        if (want > c.in.capacity()) c.in.reserve(want);
+        return wait_body(c, f.expect_continue);
       }
       consumed = body_start + len;
       req->body_off = body_start;
@@ -485,6 +495,151 @@ class Server {
     c.busy = true;
     if (!req->keep_alive) c.close_after = true;
     inbox_.push(std::move(req));
+  }
+
+  struct Framing {
+    long long content_length = -1;
+    bool chunked = false, expect_continue = false;
+    std::string error;
+  };
+
+  // The request line and header fields of in[0, head_end): 0, or the status to refuse with
+  // (f.error says why).
+  static int parse_head(const std::string& in, size_t head_end, Request& req, Framing& f) {
+    auto bad = [&f](int status, const char* why) {
+      f.error = why;
+      return status;
+    };
+    size_t line_end = in.find("\r\n");
+    size_t sp1 = in.find(' ');
+    size_t sp2 = sp1 == std::string::npos ? sp1 : in.find(' ', sp1 + 1);
+    if (sp1 == std::string::npos || sp2 == std::string::npos || sp2 > line_end)
+      return bad(400, "malformed request line");
+    if (!is_token(in, 0, sp1)) return bad(400, "malformed request method");
+    for (size_t i = sp1 + 1; i < sp2; ++i) {
+      unsigned char ch = static_cast<unsigned char>(in[i]);
+      if (ch <= 0x20 || ch == 0x7f) return bad(400, "malformed request target");
+    }
+    if (sp2 == sp1 + 1) return bad(400, "malformed request target");
+    std::string version(in, sp2 + 1, line_end - sp2 - 1);
+    bool digits = version.size() == 8 && std::isdigit(static_cast<unsigned char>(version[5])) &&
+                  version[6] == '.' && std::isdigit(static_cast<unsigned char>(version[7]));
+    if (version.compare(0, 5, "HTTP/") != 0 || !digits) return bad(400, "malformed HTTP version");
+    if (version[5] != '1') return bad(505, "HTTP version not supported");
+    req.method.assign(in, 0, sp1);
+    req.target.assign(in, sp1 + 1, sp2 - sp1 - 1);
+    bool http10 = version == "HTTP/1.0";
+    req.keep_alive = !http10;
+    std::vector<std::string> codings;
+    bool has_te = false;
+    size_t pos = line_end + 2;
+    while (pos < head_end) {
+      size_t eol = in.find("\r\n", pos);
+      if (in[pos] == ' ' || in[pos] == '\t') return bad(400, "obsolete line folding in headers");
+      size_t colon = in.find(':', pos);
+      if (colon == std::string::npos || colon > eol || !is_token(in, pos, colon))
+        return bad(400, "malformed header");
+      if (has_ctl(in, colon + 1, eol)) return bad(400, "malformed header value");
+      std::string name(in, pos, colon - pos);
+      std::string value = trim_ows(std::string(in, colon + 1, eol - colon - 1));
+      if (iequals(name, "content-length")) {
+        if (f.content_length >= 0) return bad(400, "duplicate Content-Length");
+        // 1*DIGIT, no sign; 18 digits cannot overflow and exceed any body limit.
+        if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos)
+          return bad(400, "invalid Content-Length");
+        size_t lead = value.find_first_not_of('0');
+        if (lead != std::string::npos && value.size() - lead > 18) {
+          f.content_length = std::numeric_limits<long long>::max();  // over any body limit: 413
+        } else {
+          f.content_length = 0;
+          for (char ch : value) f.content_length = f.content_length * 10 + (ch - '0');
+        }
+      } else if (iequals(name, "transfer-encoding")) {
+        has_te = true;
+        size_t start = 0;
+        while (start <= value.size()) {
+          size_t comma = value.find(',', start);
+          if (comma == std::string::npos) comma = value.size();
+          std::string coding = trim_ows(value.substr(start, comma - start));
+          for (auto& ch : coding) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+          if (!coding.empty()) codings.push_back(std::move(coding));
+          start = comma + 1;
+        }
+      } else if (iequals(name, "connection")) {
+        if (icontains(value, "close")) req.keep_alive = false;
+        else if (icontains(value, "keep-alive")) req.keep_alive = true;
+      } else if (iequals(name, "expect")) {
+        f.expect_continue = icontains(value, "100-continue");
+      }
+      req.headers.emplace_back(std::move(name), std::move(value));
+      pos = eol + 2;
+    }
+    if (has_te) {
+      // RFC 9112 §6.1-6.3: TE with CL, TE in HTTP/1.0, or chunked not the final coding
+      // (once) leave the body length unknown: 400. Codings before chunked we do not
+      // implement: 501.
+      if (f.content_length >= 0) return bad(400, "both Content-Length and Transfer-Encoding");
+      if (http10) return bad(400, "Transfer-Encoding in an HTTP/1.0 request");
+      size_t nchunked = 0;
+      for (auto& coding : codings) nchunked += coding == "chunked";
+      if (codings.empty() || codings.back() != "chunked" || nchunked != 1)
+        return bad(400, "Transfer-Encoding must end in chunked, once");
+      if (codings.size() != 1) return bad(501, "unsupported transfer coding");
+      f.chunked = true;
+    }
+    return 0;
+  }
+
+  // A chunked body starting at in[p]: -1 while incomplete, 0 when complete (pieces, total
+  // and consumed set), or the status to refuse with (error says why). A chunk size is
+  // 1*HEXDIG bounded by the body limit, so no size can overflow or loop.
+  int frame_chunks(const std::string& in, size_t p, std::vector<std::pair<size_t, size_t>>& pieces,
+                   size_t& total, size_t& consumed, std::string& error) const {
+    for (;;) {
+      size_t eol = in.find("\r\n", p);
+      if (eol == std::string::npos) {
+        if (in.size() - p > kMaxHeaderBytes) return error = "chunk size line too long", 400;
+        return -1;
+      }
+      size_t q = p, size = 0;
+      while (q < eol && in[q] == '0') ++q;  // leading zeros carry no value
+      size_t digits_from = q;
+      bool any = q > p;
+      for (; q < eol && hex_value(in[q]) >= 0; ++q) {
+        any = true;
+        if (q - digits_from >= 15) return error = "request body exceeds the limit of " + std::to_string(max_body_) + " bytes", 413;
+        size = size * 16 + size_t(hex_value(in[q]));
+      }
+      if (!any) return error = "invalid chunk size", 400;
+      while (q < eol && (in[q] == ' ' || in[q] == '\t')) ++q;  // BWS before a chunk extension
+      if (q < eol && (in[q] != ';' || has_ctl(in, q, eol))) return error = "invalid chunk size", 400;
+      if (size > max_body_ - total)
+        return error = "request body exceeds the limit of " + std::to_string(max_body_) + " bytes", 413;
+      if (size == 0) {  // last chunk; the trailer section ends at an empty line
+        size_t t = eol + 2;
+        for (;;) {
+          size_t tl = in.find("\r\n", t);
+          if (tl == std::string::npos) {
+            if (in.size() - eol > kMaxHeaderBytes) return error = "request trailers too large", 431;
+            return -1;
+          }
+          if (tl == t) {
+            consumed = t + 2;
+            return 0;
+          }
+          size_t colon = in.find(':', t);
+          if (colon == std::string::npos || colon > tl || !is_token(in, t, colon) || has_ctl(in, colon + 1, tl))
+            return error = "malformed trailer", 400;
+          t = tl + 2;
+        }
+      }
+      size_t data = eol + 2;
+      if (in.size() < data + size + 2) return -1;
+      if (in[data + size] != '\r' || in[data + size + 1] != '\n') return error = "chunk data not followed by CRLF", 400;
+      pieces.emplace_back(data, size);
+      total += size;
+      p = data + size + 2;
+    }
   }
 
   void wait_body(Conn& c, bool expect_continue) {
@@ -552,7 +707,9 @@ PYBIND11_MODULE(_native_http, m) {
                                py::format_descriptor<uint8_t>::format(), 1, {ssize_t(r.body_len)}, {1}, true);
       })
       .def_property_readonly("conn", [](Request& r) { return r.conn; })
-      .def_property_readonly("method", [](Request& r) { return r.method; })
+      .def_property_readonly("method", [](Request& r) {  // a token (ASCII) by the time it gets here
+        return py::reinterpret_steal<py::object>(PyUnicode_DecodeLatin1(r.method.data(), r.method.size(), nullptr));
+      })
       .def_property_readonly("target", [](Request& r) {
         return py::reinterpret_steal<py::object>(PyUnicode_DecodeLatin1(r.target.data(), r.target.size(), nullptr));
       })

@@ -28,6 +28,7 @@ else:
     IMPORT_ERROR = ""
 
 _SHUTTING_DOWN = HttpResponse.error("Server is shutting down", 503)
+_BAD_REQUEST = HttpResponse.error("malformed request", 400)
 
 
 def unsupported_reason(cfg: HttpConfig) -> str:
@@ -109,9 +110,16 @@ class NativeHttpServer:
         recv_ns = time.monotonic_ns() if tracer is not None else 0
         tasks = self.tasks
         for req in self.server.take():
-            if req.method == "POST" and recv_ns == 0 and self._infer_now(req):
+            # One request that trips us up must not cost the others in this batch.
+            try:
+                if req.method == "POST" and recv_ns == 0 and self._infer_now(req):
+                    continue
+                task = loop.create_task(self._handle(req, recv_ns))
+            except Exception:
+                self.log.exception("HTTP request could not be taken")
+                self.server.respond(req.conn, 400, _headers(_BAD_REQUEST), _BAD_REQUEST.body, True)
+                self._sent()
                 continue
-            task = loop.create_task(self._handle(req, recv_ns))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 

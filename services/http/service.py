@@ -88,11 +88,13 @@ class HttpService(Service):
         lifecycle.enter()
         recv_ns = time.monotonic_ns() if self.context.traces.tracer is not None else 0
         try:
+            refused = _refuse_framing(request, self.config.max_body_bytes)
+            if refused is not None:  # answered before a byte of the body is read
+                return await _send_and_close(request, _to_aiohttp(refused, close=True))
             try:
                 body = await request.read() if request.body_exists else b""
             except web.HTTPRequestEntityTooLarge:
-                return _to_aiohttp(HttpResponse.error(
-                    f"request body exceeds the limit of {self.config.max_body_bytes} bytes", 413), close=True)
+                return _to_aiohttp(_too_large(self.config.max_body_bytes), close=True)
             assert self.router is not None
             http_request = HttpRequest(request.method, path, request.headers, body, recv_ns=recv_ns)
             response = await self.router.dispatch(http_request)
@@ -105,12 +107,38 @@ class HttpService(Service):
             lifecycle.leave()
 
 
+def _too_large(limit: int) -> HttpResponse:
+    return HttpResponse.error(f"request body exceeds the limit of {limit} bytes", 413)
+
+
+def _refuse_framing(request: web.BaseRequest, limit: int) -> HttpResponse | None:
+    """What aiohttp's parser lets through and the native front end refuses: a declared body
+    over the limit (413 at once) and a transfer coding besides chunked (RFC 9112 §6.1: 501)."""
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(limit)
+    codings = [c.strip().lower() for v in request.headers.getall("Transfer-Encoding", ()) for c in v.split(",")]
+    if any(c and c != "chunked" for c in codings):
+        return HttpResponse.error("unsupported transfer coding", 501)
+    return None
+
+
 def _to_aiohttp(response: HttpResponse, close: bool = False) -> web.Response:
     headers = response.headers
     if close:
         headers = dict(headers or {})
         headers["Connection"] = "close"
-    return web.Response(status=response.status, body=response.body, headers=headers)
+    out = web.Response(status=response.status, body=response.body, headers=headers)
+    if close:
+        out.force_close()  # the header alone leaves aiohttp reading the next request
+    return out
+
+
+async def _send_and_close(request: web.BaseRequest, out: web.Response) -> web.Response:
+    """Send now and close, without aiohttp's lingering read of a body that was refused."""
+    await out.prepare(request)
+    await out.write_eof()
+    request.protocol.force_close()
+    return out
 
 
 async def _send_traced(request: web.BaseRequest, response: HttpResponse, trace: Any, close: bool) -> web.Response:

@@ -1,0 +1,199 @@
+"""Hostile HTTP/1.1 framing against a real `naiad serve`, over raw sockets, on both HTTP
+transports (the native front end and aiohttp).
+
+Each attack is a byte string a client could send. The test asserts only what is on the
+wire — the status line, that nothing after it was read as a second request, that the
+connection is closed — and that the server goes on answering well-formed requests on other
+connections, so it holds whatever parser frames the requests (RFC 9112 §6.3: a request
+whose framing is ambiguous is refused and its connection closed).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from support.naiad_process import NaiadProcess
+
+TIMEOUT = 5.0
+LIMIT = 1 << 30  # the default max_body_bytes
+READY = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+# A request hidden in a body: if it runs, a second status line comes back.
+HIDDEN = b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def post(headers: bytes, body: bytes = b"") -> bytes:
+    return b"POST /v2/repository/index HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n" + body
+
+
+# (id, request bytes, the status it gets)
+ATTACKS = [
+    ("method-not-utf8", b"G\xffT /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    ("method-not-token", b"GE(T /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    ("target-control-byte", b"GET /v2/health/\x01ready HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    ("cl-and-te", post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + HIDDEN), 400),
+    ("te-and-cl", post(b"Transfer-Encoding: chunked\r\nContent-Length: 47\r\n", b"0\r\n\r\n" + HIDDEN), 400),
+    ("duplicate-cl-same", post(b"Content-Length: 2\r\nContent-Length: 2\r\n", b"{}"), 400),
+    ("duplicate-cl-differing", post(b"Content-Length: 2\r\nContent-Length: 44\r\n", b"{}" + HIDDEN), 400),
+    ("cl-signed", post(b"Content-Length: +2\r\n", b"{}"), 400),
+    ("cl-not-digits", post(b"Content-Length: 0x2\r\n", b"{}"), 400),
+    ("te-xchunkedx", post(b"Transfer-Encoding: xchunkedx\r\n", b"0\r\n\r\n" + HIDDEN), 400),
+    ("te-chunked-not-last", post(b"Transfer-Encoding: chunked, identity\r\n", b"0\r\n\r\n" + HIDDEN), 400),
+    ("chunk-size-not-hex", post(b"Transfer-Encoding: chunked\r\n", b"zz\r\n" + HIDDEN), 400),
+    ("chunk-data-overruns", post(b"Transfer-Encoding: chunked\r\n", b"2\r\n{}XX\r\n0\r\n\r\n"), 400),
+    ("obs-fold", post(b"Content-Length: 2\r\nX-A: b\r\n c\r\n", b"{}"), 400),
+    ("space-before-colon", post(b"Content-Length : 2\r\n", b"{}"), 400),
+    ("cl-over-limit", post(b"Content-Length: %d\r\n" % (LIMIT + 1)), 413),
+    ("chunk-over-limit", post(b"Transfer-Encoding: chunked\r\n", b"%x\r\n" % (LIMIT + 1)), 413),
+    ("chunk-size-overflow",
+     post(b"Transfer-Encoding: chunked\r\n", b"14\r\n" + b"x" * 20 + b"\r\nffffffffffffffec\r\n" + b"y" * 64), 413),
+]
+# aiohttp's parser does not show a chunk's declared size: it streams the chunk's bytes and
+# the limit applies as they arrive (413 once it is passed). Until then the request waits,
+# costing nothing, and the server serves on.
+WAITS_ON_AIOHTTP = {"chunk-over-limit", "chunk-size-overflow"}
+
+
+def read_reply(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes (True) or goes quiet for `timeout` (False)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            part = sock.recv(65536)
+        except socket.timeout:
+            return data, False
+        except ConnectionResetError:
+            return data, True
+        if not part:
+            return data, True
+        data += part
+    return data, False
+
+
+def status_lines(reply: bytes) -> int:
+    """How many replies came back (a second one means a body was read as a request)."""
+    return len(re.findall(rb"HTTP/1\.[01] \d{3} ", reply))
+
+
+def status_of(reply: bytes) -> int:
+    # aiohttp answers a request line it could not read as HTTP/1.0.
+    assert reply[:9] in (b"HTTP/1.1 ", b"HTTP/1.0 "), reply[:200]
+    return int(reply[9:12])
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+
+
+def ask_ready(port: int) -> int:
+    """A well-formed request on a connection of its own: its status."""
+    with connect(port) as sock:
+        sock.sendall(READY)
+        reply, _ = read_reply(sock)
+    return status_of(reply)
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """VmRSS or VmSize of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+@pytest.fixture(scope="module", params=["native", "aiohttp"])
+def server(request, tmp_path_factory):
+    if request.param == "native":
+        pytest.importorskip("naiad.ext._native_http", reason="the native HTTP front end is not built here")
+    repo = tmp_path_factory.mktemp("empty_models")
+    proc = NaiadProcess(tmp_path_factory.mktemp(f"hardening_{request.param}"),
+                        ["--model-repository", str(repo)],
+                        config=f'[services.http]\ntransport = "{request.param}"\n')
+    proc.transport = request.param  # type: ignore[attr-defined]
+    proc.start()
+    yield proc
+    proc.kill_if_running()
+
+
+@pytest.mark.parametrize("name,attack,expected", ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_refused_and_closed(server, name, attack, expected):
+    port = server.http_port
+    waits = server.transport == "aiohttp" and name in WAITS_ON_AIOHTTP
+    with connect(port) as bystander, connect(port) as sock:
+        sock.sendall(attack)
+        reply, closed = read_reply(sock, timeout=1.0 if waits else TIMEOUT)
+        # A connection open during the attack is served on.
+        bystander.sendall(READY)
+        ok, _ = read_reply(bystander)
+    if waits:
+        assert (reply, closed) == (b"", False)
+        assert status_of(ok) == 200 and ask_ready(port) == 200
+        return
+    assert status_of(reply) == expected, reply[:300]
+    assert status_lines(reply) == 1, f"a second request was read from the body: {reply!r}"
+    assert closed, "the connection stayed open after a refused request"
+    assert status_of(ok) == 200
+    assert ask_ready(port) == 200
+
+
+def test_unknown_transfer_coding_not_implemented(server):
+    """A coding before a final chunked that naiad does not implement: RFC 9112 §6.1's 501
+    natively (aiohttp's parser answers 400); closed either way."""
+    with connect(server.http_port) as sock:
+        sock.sendall(post(b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n" + HIDDEN))
+        reply, closed = read_reply(sock)
+    assert status_of(reply) in ((501,) if server.transport == "native" else (400, 501))
+    assert status_lines(reply) == 1 and closed
+    assert ask_ready(server.http_port) == 200
+
+
+def test_bad_request_does_not_cost_others_in_its_batch(server):
+    """Bad and good requests arriving together: every good one is answered, the bad ones
+    are refused and closed (a bad method byte once dropped the rest of the batch)."""
+    port = server.http_port
+    good = [connect(port) for _ in range(8)]
+    bad = [connect(port) for _ in range(4)]
+    try:
+        for i, sock in enumerate(good):
+            sock.sendall(READY)
+            if i % 2 == 0:
+                bad[i // 2].sendall(b"G\xffT /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n")
+        for sock in good:
+            reply, _ = read_reply(sock)
+            assert status_of(reply) == 200
+        for sock in bad:
+            reply, closed = read_reply(sock)
+            assert status_of(reply) == 400 and closed
+    finally:
+        for sock in good + bad:
+            sock.close()
+    assert ask_ready(port) == 200
+
+
+def test_declared_length_is_not_reserved(server):
+    """20 connections each declaring a 1 GiB body (within the limit) and sending 10 bytes
+    of it: the server's memory does not grow by what they declared."""
+    port = server.http_port
+    pid = server.proc.pid
+    rss, size = memory_kib(pid, "VmRSS"), memory_kib(pid, "VmSize")
+    socks = [connect(port) for _ in range(20)]
+    try:
+        for sock in socks:
+            sock.sendall(post(b"Content-Length: %d\r\n" % LIMIT, b"0123456789"))
+        time.sleep(1.0)
+        assert ask_ready(port) == 200  # the server serves on meanwhile
+        rss_mib = (memory_kib(pid, "VmRSS") - rss) / 1024
+        size_mib = (memory_kib(pid, "VmSize") - size) / 1024
+    finally:
+        for sock in socks:
+            sock.close()
+    assert rss_mib < 64, f"RSS grew {rss_mib:.0f} MiB for 20 declared, unsent bodies"
+    # Reserving them would map 20 GiB (a 6 GiB address-space limit once killed the server).
+    assert size_mib < 1024, f"virtual memory grew {size_mib:.0f} MiB for 20 declared, unsent bodies"
+    assert ask_ready(port) == 200
