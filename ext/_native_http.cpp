@@ -575,10 +575,14 @@ class Server {
       pos = eol + 2;
     }
     if (has_te) {
-      // RFC 9112 §6.1-6.3: TE with CL, TE in HTTP/1.0, or chunked not the final coding
-      // (once) leave the body length unknown: 400. Codings before chunked we do not
-      // implement: 501.
-      if (f.content_length >= 0) return bad(400, "both Content-Length and Transfer-Encoding");
+      // RFC 9112 §6.1-6.3: TE in HTTP/1.0, or chunked not the final coding (once) leave
+      // the body length unknown: 400. Codings before chunked we do not implement: 501.
+      // TE with CL: framed by TE alone and the connection closed after the reply (§6.3
+      // allows it, and Triton serves such requests), so nothing after the body is read.
+      if (f.content_length >= 0) {
+        f.content_length = -1;
+        req.keep_alive = false;
+      }
       if (http10) return bad(400, "Transfer-Encoding in an HTTP/1.0 request");
       size_t nchunked = 0;
       for (auto& coding : codings) nchunked += coding == "chunked";
