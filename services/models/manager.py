@@ -309,7 +309,10 @@ class ModelManager:
                     if config_override is None:
                         raise InferenceError.invalid(
                             f"failed to load '{name}': a load with file overrides must also provide 'config'")
-                    temp_dir = tempfile.TemporaryDirectory(prefix=f"naiad-{name}-")
+                    if not repo.is_model_name(name):  # it names the folder the files go to
+                        raise InferenceError.invalid(
+                            f"failed to load '{name}': a model name must be one folder name")
+                    temp_dir = tempfile.TemporaryDirectory(prefix="naiad-load-")
                     model_dir = Path(temp_dir.name) / name
                     model_dir.mkdir()
                     for key, content in files.items():

@@ -70,10 +70,16 @@ def list_models(repositories: list[Path], namespacing: bool = False) -> dict[str
     return found
 
 
+def is_model_name(name: str) -> bool:
+    """Whether `name` can be a model folder: one path component, not hidden (so a name can
+    never reach outside the folder it is joined to)."""
+    return bool(name) and not name.startswith(".") and "/" not in name and "\0" not in name
+
+
 def find_models(repositories: list[Path], name: str) -> list[ModelLocation]:
     """The folder of `name` in every repository that has one, each in its repository's
     namespace (model namespacing keeps them apart)."""
-    if not name or name.startswith(".") or "/" in name:
+    if not is_model_name(name):
         return []
     return [ModelLocation(name, Path(r), Path(r) / name, str(r)) for r in repositories if (Path(r) / name).is_dir()]
 
