@@ -138,8 +138,8 @@ def _extensions() -> list[Extension]:
         quiet=True,
     )
     for cpp in sorted((ROOT / "ext").glob("*.cpp")):
-        if cpp.stem in OPTIONAL_NATIVE:
-            continue  # built by _optional_extensions(), below
+        if cpp.stem in OPTIONAL_NATIVE or cpp.stem in CUDA_NATIVE:
+            continue  # built by _optional_extensions() / _cuda_extensions(), below
         exts.append(
             Extension(
                 f"naiad.ext.{cpp.stem}",
@@ -149,7 +149,7 @@ def _extensions() -> list[Extension]:
                 extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"],
             )
         )
-    return exts + _optional_extensions(copt)
+    return exts + _optional_extensions(copt) + _cuda_extensions(copt)
 
 
 # ------------------------------------------------------- optional native front ends --
@@ -211,6 +211,44 @@ def _optional_extensions(copt: list[str]) -> list[Extension]:
             )
         )
     return out
+
+
+# ------------------------------------------------------- optional CUDA module --
+# `_cuda_copy` compiles against the CUDA toolkit's runtime header only (it opens libcudart
+# with dlopen at first use, so it imports anywhere and needs no GPU to build). Built where
+# the header is found: $CUDA_HOME, $CUDA_PATH, /usr/local/cuda.
+
+CUDA_NATIVE = ("_cuda_copy",)
+
+
+def _cuda_include() -> str | None:
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda", "/usr"]
+    for root in filter(None, roots):
+        if (Path(root) / "include" / "cuda_runtime_api.h").exists():
+            return str(Path(root) / "include")
+    return None
+
+
+def _cuda_extensions(copt: list[str]) -> list[Extension]:
+    import pybind11
+
+    include = _cuda_include()
+    if include is None:
+        print("naiad build: note: _cuda_copy not built (no cuda_runtime_api.h; set CUDA_HOME); "
+              "the CUDA path uses cuda-python alone", file=sys.stderr)
+        return []
+    return [
+        Extension(
+            f"naiad.ext.{stem}",
+            [f"ext/{stem}.cpp"],
+            include_dirs=[pybind11.get_include(), include],
+            language="c++",
+            extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"],
+            extra_link_args=["-ldl"],
+            optional=True,
+        )
+        for stem in CUDA_NATIVE
+    ]
 
 
 class BuildPy(build_py):
