@@ -35,6 +35,14 @@ class Trace:
     def stamp(self, name: str, ns: int | None = None) -> None:
         self.timestamps.append((name, time.monotonic_ns() if ns is None else ns))
 
+    def not_before(self, name: str, ns: int) -> None:
+        """Move an activity already stamped earlier than `ns` to `ns`. The response of a
+        request leaves while its instance is still finishing the execution; as in Triton,
+        the request ends (REQUEST_END) no earlier than its compute (COMPUTE_END)."""
+        for i, (what, at) in enumerate(self.timestamps):
+            if what == name and at < ns:
+                self.timestamps[i] = (what, ns)
+
     def tensor(self, activity: str, tensor: Any) -> None:
         if self.want_tensors:
             self.tensors.append((activity, tensor))

@@ -382,6 +382,7 @@ class Scheduler:
                     trace.stamp("COMPUTE_INPUT_END", times.compute_input_end)
                     trace.stamp("COMPUTE_OUTPUT_START", times.compute_output_start)
                     trace.stamp("COMPUTE_END", times.compute_end)
+                    trace.not_before("REQUEST_END", times.compute_end)
         finally:
             self._running -= 1
             if self._drained is not None and self.size == 0 and self._running == 0:

@@ -59,15 +59,22 @@ class ModelsConfig:
 
 
 class _StreamSink(ResponseSink):
-    """Wraps a caller's sink: post-processes each response and records statistics."""
+    """Wraps a caller's sink: post-processes each response and records statistics when
+    the request ends. Every entry (awaited, submitted, streamed) goes through it, so the
+    statistics count a request the same way whichever protocol or path brought it.
 
-    __slots__ = ("inner", "service", "lv", "request")
+    `unary`: the request owes exactly one response, so ending without one is a failure
+    (a decoupled request may end with only the final flag, which is a success)."""
 
-    def __init__(self, inner: ResponseSink, service: "ModelService", lv: LoadedVersion, request: InferenceRequest):
+    __slots__ = ("inner", "service", "lv", "request", "unary")
+
+    def __init__(self, inner: ResponseSink, service: "ModelService", lv: LoadedVersion, request: InferenceRequest,
+                 unary: bool = False):
         self.inner = inner
         self.service = service
         self.lv = lv
         self.request = request
+        self.unary = unary
 
     def send(self, response: InferenceResponse) -> None:
         try:
@@ -77,33 +84,20 @@ class _StreamSink(ResponseSink):
                                          error=exc, final=response.final)
         if response.final:
             self.lv.recorder.request_done(self.request.arrival_ns, response.error)
-            if self.request.trace is not None:
-                self.request.trace.stamp("REQUEST_END")
+            trace = self.request.trace
+            if trace is not None:
+                for t in response.outputs:
+                    trace.tensor("TENSOR_BACKEND_OUTPUT", t)
+                trace.stamp("REQUEST_END")
         self.inner.send(response)
 
     def finish(self, error: InferenceError | None = None) -> None:
+        if error is None and self.unary:
+            error = InferenceError.internal("model finished the request without a response")
         self.lv.recorder.request_done(self.request.arrival_ns, error)
         if self.request.trace is not None:
             self.request.trace.stamp("REQUEST_END")
         self.inner.finish(error)
-
-
-def _count_when_done(sink: FutureSink, lv: LoadedVersion, request: InferenceRequest) -> None:
-    """The caller stopped waiting, but the request may still run: count it when it ends,
-    as Triton counts what its model reports."""
-    later = asyncio.get_running_loop().create_future()
-
-    def done(f: asyncio.Future) -> None:
-        if f.cancelled():
-            return
-        exc = f.exception()
-        error = exc if exc is not None else f.result().error
-        if error is not None and not isinstance(error, InferenceError):
-            error = InferenceError.internal(str(error))
-        lv.recorder.request_done(request.arrival_ns, error)
-
-    later.add_done_callback(done)
-    sink.future = later
 
 
 class ModelService(Service):
@@ -217,29 +211,15 @@ class ModelService(Service):
         return lv, batch
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        """The unary inference entry (bus handler for InferenceRequest)."""
-        lv, batch = self._prepare(request)
-        self._refuse_decoupled(lv, request)
+        """The awaited unary entry (bus handler for InferenceRequest): a thin wrapper over
+        the sink-based submit, which does all the bookkeeping."""
         future = asyncio.get_running_loop().create_future()
-        sink = FutureSink(future)
-        lv.scheduler.enqueue(request, sink, batch)  # type: ignore[union-attr]
+        self._submit_unary(request, FutureSink(future))
         try:
-            response: InferenceResponse = await future
-        except InferenceError as exc:
-            lv.recorder.request_done(request.arrival_ns, exc)
-            raise
+            return await future
         except asyncio.CancelledError:
-            request.cancel.cancel()  # the caller went away: the model sees is_cancelled()
-            _count_when_done(sink, lv, request)
+            request.cancel.cancel()  # the caller went away: the model sees is_cancelled(); counted when it ends
             raise
-        if response.error is None and request.outputs:
-            self._postprocess(lv, request, response)
-        lv.recorder.request_done(request.arrival_ns, response.error)
-        if request.trace is not None:
-            for t in response.outputs:
-                request.trace.tensor("TENSOR_BACKEND_OUTPUT", t)
-            request.trace.stamp("REQUEST_END")
-        return response
 
     async def stream_infer(self, msg: m.StreamInfer) -> None:
         """The streaming entry: responses (any number for decoupled models) go to the sink."""
@@ -247,11 +227,14 @@ class ModelService(Service):
 
     def _submit_message(self, msg: m.SubmitInfer) -> None:
         if msg.unary:
-            lv, batch = self._prepare(msg.request)
-            self._refuse_decoupled(lv, msg.request)
-            lv.scheduler.enqueue(msg.request, _StreamSink(msg.sink, self, lv, msg.request), batch)  # type: ignore[union-attr]
+            self._submit_unary(msg.request, msg.sink)
         else:
             self.submit(msg.request, msg.sink)
+
+    def _submit_unary(self, request: InferenceRequest, sink: ResponseSink) -> None:
+        lv, batch = self._prepare(request)
+        self._refuse_decoupled(lv, request)
+        lv.scheduler.enqueue(request, _StreamSink(sink, self, lv, request, unary=True), batch)  # type: ignore[union-attr]
 
     @staticmethod
     def _refuse_decoupled(lv: LoadedVersion, request: InferenceRequest) -> None:
