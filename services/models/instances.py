@@ -20,6 +20,8 @@ from naiad.kernel.inference import model_config as mcfg
 from naiad.kernel.inference.backend import Backend, InstanceSpec, ModelInstance, ModelSpec
 from naiad.kernel.inference.errors import InferenceError
 
+from . import warmup
+
 log = logging.getLogger("naiad.services.models")
 
 
@@ -101,6 +103,16 @@ async def create(backend: Backend, model: ModelSpec, planned: Sequence[PlannedIn
     for p in planned:
         log.debug("Created model instance named '%s' with device id '%d'", p.spec.name, p.spec.device_id,
                   extra={"verbose": 2})
+    if model.config.model_warmup:
+        # Each instance warms up before the version may serve (Triton: at instance init).
+        results = await asyncio.gather(*(warmup.warm_up(inst, model, p.spec.name) for inst, p in zip(created, planned)),
+                                       return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
+            await asyncio.gather(*(inst.close() for inst in created), return_exceptions=True)
+            raise failed if isinstance(failed, InferenceError) else InferenceError.internal(str(failed))
+        log.info("model '%s' version %d: warm-up of %d instance(s) took %.3f s", model.name, model.version,
+                 len(created), max(results))
     return created
 
 
