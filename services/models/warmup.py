@@ -6,8 +6,9 @@ one execution of `batch_size` requests each with batch 1 (the batch dimension on
 the model batches). Data: zeros, random bytes (BYTES: zeros, i.e. empty strings), or a
 file under the model's `warmup/` folder (BYTES: the whole file, already length-prefixed;
 else its first bytes). The requests go straight to the instance's execute (no scheduler,
-no request checks) and count in the version's statistics, as Triton's backends report
-them (where a recorder is given). A failed response fails the load.
+no request checks). Given a recorder, they count in the version's statistics as Triton
+24.04's backends report warmup requests (its warmup InferenceRequest keeps collect_stats_
+true); without one they count nowhere. A failed response fails the load.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from naiad.kernel.inference.backend import ModelInstance, ModelSpec
 from naiad.kernel.inference.datatypes import CONFIG_ENUM_NAME, CONFIG_TO_WIRE, WIRE_ITEMSIZE
