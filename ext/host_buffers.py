@@ -20,7 +20,7 @@ from typing import Any
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["NATIVE", "PINNED", "HostBuffer", "HostBufferPool", "default_pool", "size_class"]
+__all__ = ["NATIVE", "PINNED", "HostBuffer", "HostBufferPool", "default_pool", "default_pool_bytes_in_use", "size_class"]
 
 NATIVE: bool
 if os.environ.get("NAIAD_PURE_PYTHON") == "1":
@@ -135,6 +135,13 @@ def _probe_pinner() -> _CudaPinner | None:
 
 _default_lock = threading.Lock()
 _default: tuple[Any, _CudaPinner | None] | None = None  # (pool, pinner)
+
+
+def default_pool_bytes_in_use() -> int:
+    """Bytes held from the process-wide pool; 0 before anything made it (this never makes
+    it: making it probes CUDA)."""
+    made = _default
+    return int(made[0].stats()["bytes_in_use"]) if made is not None else 0
 
 
 def default_pool() -> Any:

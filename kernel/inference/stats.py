@@ -73,3 +73,9 @@ class ModelStatistics:
     # Not in Triton's statistics message but needed for its metrics.
     pending_requests: int = 0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
+    load_duration_s: float = 0.0  # nv_model_load_duration_secs
+    # nv_inference_first_response_histogram_ms: upper bounds (ms) and per-bucket counts
+    # (one more than the bounds: +Inf), sum of the observations.
+    first_response_bounds: tuple[float, ...] = (100.0, 500.0, 2000.0, 5000.0)
+    first_response_counts: list[int] = field(default_factory=lambda: [0] * 5)
+    first_response_sum_ms: float = 0.0

@@ -123,7 +123,9 @@ class ModelFamilies:
         for s, _, labels in labelled:
             reasons = dict.fromkeys(FAILURE_REASONS, 0)
             reasons.update(s.failures_by_reason)
-            unexplained = s.inference_stats.fail.count - sum(s.failures_by_reason.values())
+            # BACKEND and OTHER failures are the statistics' fail count; REJECTED and CANCELED
+            # requests are not in it (24.04 counts them nowhere) but are in this metric.
+            unexplained = s.inference_stats.fail.count - reasons["BACKEND"] - reasons["OTHER"]
             if unexplained > 0:
                 reasons["OTHER"] += unexplained
             for reason, n in reasons.items():
@@ -135,6 +137,12 @@ class ModelFamilies:
         for s, _, labels in labelled:
             pending.add_sample(pending.name, labels, max(s.pending_requests, 0))
         yield pending
+        load = Metric("nv_model_load_duration_secs", "Model load time in seconds", "gauge")
+        for s, _, labels in labelled:
+            load.add_sample(load.name, labels, s.load_duration_s)
+        yield load
+        if self.options.histogram_latencies:
+            yield self._first_response_histogram(labelled)
         if self.options.counter_latencies:
             yield from self._counters(_LATENCY_COUNTERS, labelled)
             cached = [row for row in labelled if row[1].cache]
@@ -142,6 +150,20 @@ class ModelFamilies:
                 yield from self._counters(_CACHE_COUNTERS, cached)
         if self.options.summary_latencies:
             yield from self._summary_families(labelled)
+
+    @staticmethod
+    def _first_response_histogram(labelled: list) -> Metric:
+        name = "nv_inference_first_response_histogram_ms"
+        m = Metric(name, "Duration from request to first response in milliseconds", "histogram")
+        for s, _, labels in labelled:
+            cumulative = 0
+            for bound, n in zip((*s.first_response_bounds, float("inf")), s.first_response_counts):
+                cumulative += n
+                m.add_sample(name + "_bucket", {**labels, "le": "+Inf" if bound == float("inf") else format(bound, "g")},
+                             cumulative)
+            m.add_sample(name + "_count", labels, cumulative)
+            m.add_sample(name + "_sum", labels, s.first_response_sum_ms)
+        return m
 
     @staticmethod
     def _counters(table: tuple, labelled: list) -> Iterator[Metric]:

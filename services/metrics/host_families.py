@@ -8,6 +8,8 @@ from typing import Iterator
 
 from prometheus_client.core import Metric
 
+from naiad.ext.host_buffers import default_pool_bytes_in_use
+
 from .gpu import GpuReading
 from .system import CpuReading
 
@@ -23,11 +25,21 @@ _GPU = (
 
 
 class HostFamilies:
-    def __init__(self) -> None:
+    def __init__(self, pinned_pool_bytes: int = 0) -> None:
         self.cpu: CpuReading | None = None
         self.gpus: list[GpuReading] = []
+        self.pinned_pool_bytes = pinned_pool_bytes  # --pinned-memory-pool-byte-size
 
     def collect(self) -> Iterator[Metric]:
+        # Triton (2.51) exports the pinned pool even on a machine without a GPU.
+        for name, doc, value in (
+                ("nv_pinned_memory_pool_total_bytes", "Pinned memory pool total memory size, in bytes",
+                 self.pinned_pool_bytes),
+                ("nv_pinned_memory_pool_used_bytes", "Pinned memory pool used memory size, in bytes",
+                 default_pool_bytes_in_use())):
+            m = Metric(name, doc, "gauge")
+            m.add_sample(name, {}, value)
+            yield m
         for name, doc, kind, attr in _GPU if self.gpus else ():
             m = Metric(name, doc, kind)
             for g in self.gpus:

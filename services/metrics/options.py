@@ -1,6 +1,7 @@
 """Triton's `--metrics-config <setting>=<value>` entries -> `MetricsOptions`:
-`counter_latencies` (default true), `summary_latencies` (default false) and
-`summary_quantiles` ("<q>:<error>,<q>:<error>,..."; default Triton's five)."""
+`counter_latencies` (default true), `summary_latencies` (default false),
+`summary_quantiles` ("<q>:<error>,<q>:<error>,..."; default Triton's five) and
+`histogram_latencies` (default false; Triton 24.08's first-response histogram)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ _FALSE = ("false", "0", "off", "no")
 class MetricsOptions:
     counter_latencies: bool = True
     summary_latencies: bool = False
+    histogram_latencies: bool = False  # nv_inference_first_response_histogram_ms (Triton 24.08+)
     quantiles: tuple[tuple[float, float], ...] = field(default=DEFAULT_QUANTILES)
 
 
@@ -63,9 +65,11 @@ def parse(entries: list[str]) -> MetricsOptions:
             opts.counter_latencies = _bool(key, value)
         elif key == "summary_latencies":
             opts.summary_latencies = _bool(key, value)
+        elif key == "histogram_latencies":
+            opts.histogram_latencies = _bool(key, value)
         elif key == "summary_quantiles":
             opts.quantiles = parse_quantiles(value)
         else:
             raise ConfigError(f"--metrics-config: unknown setting '{key}' "
-                              f"(expected counter_latencies, summary_latencies or summary_quantiles)")
+                              f"(expected counter_latencies, histogram_latencies, summary_latencies or summary_quantiles)")
     return opts

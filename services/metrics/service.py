@@ -41,7 +41,7 @@ class MetricsService(Service):
         self.config: MetricsConfig
         self.options: MetricsOptions = self.config.options()
         self.models = ModelFamilies(self.options)
-        self.host = HostFamilies()
+        self.host = HostFamilies(self.context.config.server.pinned_memory_pool_byte_size)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.models)
         self.registry.register(self.host)

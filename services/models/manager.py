@@ -272,6 +272,7 @@ class ModelManager:
 
     async def _build_version(self, name: str, version: int, location_repo: Path, model_dir: Path,
                              config: Any, backend: Backend) -> LoadedVersion:
+        started = time.monotonic()
         spec = ModelSpec(name=name, version=version, repository=location_repo, model_dir=model_dir, config=config)
         lv = LoadedVersion(spec, backend, StatsRecorder(name, version))
         lv.load_labels()
@@ -284,6 +285,7 @@ class ModelManager:
             raise
         lv.signatures = {inst: p.signature for inst, p in zip(lv.instances, planned)}
         lv.scheduler.start()
+        lv.recorder.stats.load_duration_s = time.monotonic() - started  # nv_model_load_duration_secs
         return lv
 
     async def load(self, name: str, config_override: str | None = None,

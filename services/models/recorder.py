@@ -3,12 +3,13 @@ complete: the figures behind the statistics API and the metrics."""
 
 from __future__ import annotations
 
+import bisect
 import copy
 import time
 from typing import Any, NamedTuple, Sequence
 
 from naiad.kernel.inference.backend import ExecutionTimes
-from naiad.kernel.inference.errors import InferenceError
+from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.stats import BatchStats, ModelStatistics
 from naiad.kernel.inference.types import InferenceResponse, ResponseSink
 
@@ -68,15 +69,30 @@ class StatsRecorder:
     def dequeued(self, count: int = 1) -> None:
         self.stats.pending_requests -= count
 
+    def first_response(self, arrival_ns: int) -> None:
+        """A request's first response went out (Triton observes whole milliseconds)."""
+        s = self.stats
+        ms = (time.monotonic_ns() - arrival_ns) // 1_000_000
+        s.first_response_sum_ms += ms
+        s.first_response_counts[bisect.bisect_left(s.first_response_bounds, ms)] += 1
+
     def request_done(self, arrival_ns: int, error: InferenceError | None = None, reason: str = "OTHER") -> None:
-        """A request's last response went out: a success, or a failure unless it was `Skipped`."""
+        """A request's last response went out: a success, or a failure unless it was `Skipped`.
+
+        `reason` is the failure's label on `nv_inference_request_failure` (Triton's BACKEND
+        when the model answered with the error, OTHER otherwise). A `Skipped` request counts
+        in no statistic, as in 24.04, but in that metric as later Triton counts it: CANCELED,
+        or REJECTED (timed out in the queue)."""
         s = self.stats
         now = time.monotonic_ns()
         if error is None:
             s.inference_stats.success.add(now - arrival_ns)
-        elif not isinstance(error, Skipped):
+            return
+        if isinstance(error, Skipped):
+            reason = "CANCELED" if error.code == ErrorCode.CANCELLED else "REJECTED"
+        else:
             s.inference_stats.fail.add(now - arrival_ns)
-            s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + 1
+        s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + 1
 
     def executed(self, times: ExecutionTimes, decoupled: bool, batch: Sequence[Ran]) -> None:
         """One execution of `batch`. As Triton's backends report it: the batch counts

@@ -66,7 +66,7 @@ class _StreamSink(ResponseSink):
     `unary`: the request owes exactly one response, so ending without one is a failure
     (a decoupled request may end with only the final flag, which is a success)."""
 
-    __slots__ = ("inner", "service", "lv", "request", "unary")
+    __slots__ = ("inner", "service", "lv", "request", "unary", "answered")
 
     def __init__(self, inner: ResponseSink, service: "ModelService", lv: LoadedVersion, request: InferenceRequest,
                  unary: bool = False):
@@ -75,15 +75,21 @@ class _StreamSink(ResponseSink):
         self.lv = lv
         self.request = request
         self.unary = unary
+        self.answered = False
 
     def send(self, response: InferenceResponse) -> None:
+        if not self.answered:
+            self.answered = True
+            self.lv.recorder.first_response(self.request.arrival_ns)
+        reason = "BACKEND"  # an error the model answered with
         try:
             self.service._postprocess(self.lv, self.request, response)
         except InferenceError as exc:
             response = InferenceResponse(self.lv.name, self.lv.version_str, id=self.request.id,
                                          error=exc, final=response.final)
+            reason = "OTHER"
         if response.final:
-            self.lv.recorder.request_done(self.request.arrival_ns, response.error)
+            self.lv.recorder.request_done(self.request.arrival_ns, response.error, reason)
             trace = self.request.trace
             if trace is not None:
                 for t in response.outputs:
