@@ -87,9 +87,11 @@ def match(running: Sequence[tuple[bytes, ModelInstance]], wanted: Sequence[Plann
     return InstanceChange(kept, create, removed)
 
 
-async def create(backend: Backend, model: ModelSpec, planned: Sequence[PlannedInstance]) -> list[ModelInstance]:
-    """Create the planned instances concurrently; when one fails, the others are closed and
-    its error is raised."""
+async def create(backend: Backend, model: ModelSpec, planned: Sequence[PlannedInstance],
+                 recorder: Any = None) -> list[ModelInstance]:
+    """Create the planned instances concurrently and warm each up (`model_warmup`); when one
+    fails, the others are closed and its error is raised. Warm-up requests count in
+    `recorder`'s statistics, as Triton's do."""
     results = await asyncio.gather(*(backend.create_instance(model, p.spec) for p in planned),
                                    return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
@@ -105,7 +107,7 @@ async def create(backend: Backend, model: ModelSpec, planned: Sequence[PlannedIn
                   extra={"verbose": 2})
     if model.config.model_warmup:
         # Each instance warms up before the version may serve (Triton: at instance init).
-        results = await asyncio.gather(*(warmup.warm_up(inst, model, p.spec.name) for inst, p in zip(created, planned)),
+        results = await asyncio.gather(*(warmup.warm_up(inst, model, p.spec.name, recorder) for inst, p in zip(created, planned)),
                                        return_exceptions=True)
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
@@ -144,7 +146,7 @@ async def update(lv: Any, config: Any, scheduling: Any) -> None:
     own = type(config)()
     own.CopyFrom(config)  # the version's own: versions loaded together share one config
     spec = dataclasses.replace(lv.spec, config=own)
-    created = await create(lv.backend, spec, change.create)
+    created = await create(lv.backend, spec, change.create, lv.recorder)
     added = [scheduling.limit(lv, inst, p) for inst, p in zip(created, change.create)]
     for inst, p in zip(added, change.create):
         lv.signatures[inst] = p.signature

@@ -277,7 +277,7 @@ class ModelManager:
         lv = LoadedVersion(spec, backend, StatsRecorder(name, version))
         lv.load_labels()
         planned = instances.plan(config)
-        lv.instances = await instances.create(backend, spec, planned)
+        lv.instances = await instances.create(backend, spec, planned, lv.recorder)
         try:
             lv.scheduler = self.scheduling.create(lv, self._spawn)
         except BaseException:

@@ -109,7 +109,10 @@ def test_samples_run_in_order_count_times_before_ready(naiad, tmp_path):
     assert seen[3][0]["INPUT0"][0] == [1, 4]
     assert seen[4][0]["INPUT0"] == [[1, 4], [7.0] * 4]
     stats = client.get_inference_statistics("rec")["model_stats"][0]
-    assert stats["inference_count"] == 1 and stats["execution_count"] == 1  # warm-up counts in no statistics
+    # Warm-up requests count as Triton's do (its warm-up requests collect statistics):
+    # 3 x 2 + 1 warm-up inferences in 4 executions, then the request.
+    assert (stats["inference_count"], stats["execution_count"]) == (8, 5)
+    assert stats["inference_stats"]["success"]["count"] == 8
     logs = proc.logs()
     assert "Skipping batch 0 warmup sample 'skipped'" in logs
     assert "is running warmup sample 'zeros' for iteration 3" in logs
