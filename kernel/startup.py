@@ -2,9 +2,8 @@
 
 Triton refuses to create the server when no repository is named (core `server.cc`
 `InferenceServer::Init`), when a path cannot be stat'ed or is not a folder
-(`ModelRepositoryManager::Create`), or when it names a cloud file system it was built
-without (`filesystem/api.cc`). naiad reads local folders only, so `s3://`, `gs://` and
-`as://` paths are refused in the same words rather than read as local paths.
+(`ModelRepositoryManager::Create`), or when a cloud repository (`s3://`, `gs://`, `as://`)
+cannot be reached (`filesystem/api.cc`, the client check); see kernel/objectstore.py.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-_CLOUD_SCHEMES = ("gs://", "s3://", "as://")
+from . import objectstore
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,12 @@ def repository_error(paths: list[str]) -> InitError | None:
     if not paths:
         return InitError("Invalid argument", "--model-repository must be specified")
     for path in paths:
-        for scheme in _CLOUD_SCHEMES:
-            if path.startswith(scheme):
-                return InitError("Internal", f"{scheme} file-system not supported. naiad reads model "
-                                             "repositories from local folders only.")
+        if objectstore.is_remote(path):
+            try:
+                objectstore.Store(path).check()
+            except objectstore.ObjectStoreError as exc:
+                return InitError(exc.code, str(exc))
+            continue
         try:
             mode = os.stat(path).st_mode
         except OSError:

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
+from naiad.kernel import objectstore
 from naiad.kernel.inference import messages as m
 from naiad.kernel.inference.backend import BackendContext
 from naiad.kernel.inference.errors import InferenceError
@@ -114,6 +115,7 @@ class ModelService(Service):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.manager: ModelManager | None = None
+        self.mirrors: objectstore.Mirrors | None = None  # local copies of s3:// gs:// as:// repositories
         self.shm = SharedMemoryRegistry()
         server = self.context.config.server
         self._server_id = server.id
@@ -160,8 +162,10 @@ class ModelService(Service):
             run_id=self._run_id,
             log_verbose=self.context.config.log.verbose,
         )
+        self.mirrors = objectstore.Mirrors(server.model_repository)
+        await self._sync_mirrors()
         self.manager = ModelManager(
-            repositories=[Path(p) for p in server.model_repository],
+            repositories=[Path(p) for p in self.mirrors.local_paths(server.model_repository)],
             control_mode=server.model_control_mode,
             auto_complete=not server.disable_auto_complete_config,
             backend_context=ctx,
@@ -185,6 +189,8 @@ class ModelService(Service):
     async def stop(self) -> None:
         if self.manager is not None:
             await self.manager.close()
+        if self.mirrors is not None:
+            self.mirrors.close()  # the downloaded versions go with the server
         self.shm.close()
 
     def _update_readiness(self) -> None:
@@ -362,13 +368,24 @@ class ModelService(Service):
 
     # ------------------------------------------------------------------ repository --
 
+    async def _sync_mirrors(self) -> None:
+        """Bring the local copies of remote repositories up to date before the folders are read."""
+        if self.mirrors is not None and self.mirrors.by_url:
+            try:
+                await asyncio.to_thread(self.mirrors.sync)
+            except Exception as exc:  # the store answered with an error or not at all
+                self.log.error("failed to read the model repository from object storage: %s", exc)
+
     async def _index(self, msg: m.RepositoryIndexQuery) -> list:
+        await self._sync_mirrors()
         return self.manager.index(msg.ready_only)  # type: ignore[union-attr]
 
     async def _load(self, msg: m.LoadModel) -> None:
         manager = self.manager
         assert manager is not None
         manager.check_control("load")
+        if not msg.files:
+            await self._sync_mirrors()
         if manager.control_mode == "poll":
             await manager.poll()
         else:
@@ -384,6 +401,7 @@ class ModelService(Service):
 
     async def _poll(self, _: m.PollRepository) -> None:
         if self.manager is not None and self.manager.control_mode == "poll":
+            await self._sync_mirrors()
             await self.manager.poll()
             self._update_readiness()
 
