@@ -13,7 +13,7 @@ URL forms (Triton 24.04):
   as://account/container/path
 Credentials: the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION,
 AWS_SESSION_TOKEN, AWS_PROFILE; GOOGLE_APPLICATION_CREDENTIALS; AZURE_STORAGE_ACCOUNT,
-AZURE_STORAGE_KEY), or the JSON file named by TRITON_CLOUD_CREDENTIAL_PATH:
+AZURE_STORAGE_KEY; and, not in Triton, AZURE_STORAGE_CONNECTION_STRING), or the JSON file named by TRITON_CLOUD_CREDENTIAL_PATH:
   {"s3": {"<path prefix>": {"key_id", "secret_key", "region", "session_token", "profile"}},
    "gs": {"<path prefix>": "<service account file>"},
    "as": {"<path prefix>": {"account_str", "account_key"}}}
@@ -146,9 +146,14 @@ def _filesystem(url: str, where: RemotePath) -> Any:
     c = cred or {}
     account = c.get("account_str") if cred else os.environ.get("AZURE_STORAGE_ACCOUNT")
     key = c.get("account_key") if cred else os.environ.get("AZURE_STORAGE_KEY")
-    # The account is in the path; the one from the credentials only applies when they agree.
-    return module.AzureBlobFileSystem(account_name=where.account or account,
-                                      account_key=key or None, skip_instance_cache=True)
+    # Not in Triton: the Azure SDKs' connection string, whose BlobEndpoint can name a local
+    # service (Azurite); Triton always talks to https://<account>.blob.core.windows.net.
+    connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if connection:
+        return module.AzureBlobFileSystem(connection_string=connection, skip_instance_cache=True)
+    # As Triton: the credentials' account wins over the one in the path.
+    name = account or where.account.removesuffix(".blob.core.windows.net")
+    return module.AzureBlobFileSystem(account_name=name, account_key=key or None, skip_instance_cache=True)
 
 
 class Store:
@@ -165,10 +170,12 @@ class Store:
         try:
             self.fs.info(bucket)
         except Exception as exc:  # any client failure: credentials, missing bucket, network
-            name = {"s3": "S3", "gs": "GCS", "as": "AS"}[self.where.scheme]
+            if self.where.scheme != "s3":  # Triton's words; they carry no detail for these two
+                name = "GCS client" if self.where.scheme == "gs" else "Azure filesystem client"
+                raise ObjectStoreError(f"Unable to create {name}. Check account credentials.") from exc
             # s3fs turns botocore's error into an OSError; the service's own code is in the cause.
             error = getattr(exc.__cause__, "response", {}).get("Error", {})
-            raise ObjectStoreError(f"Unable to create {name} filesystem client. Check account credentials. "
+            raise ObjectStoreError("Unable to create S3 filesystem client. Check account credentials. "
                                    f"Exception: '{error.get('Code') or type(exc).__name__}' "
                                    f"Message: '{error.get('Message') or exc}'") from exc
 

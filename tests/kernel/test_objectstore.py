@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from naiad.kernel import objectstore
 from support.models import ADD_SUB_MODEL, add_sub_config
 from support.naiad_process import free_port
 
@@ -169,4 +172,78 @@ def test_a_bucket_that_is_not_there_is_tritons_error_at_start(s3_endpoint, tmp_p
     assert last.startswith("error: creating server: Internal - Unable to create S3 filesystem client. "
                            "Check account credentials. Exception: "), r.stderr
     assert "Traceback" not in r.stderr
+    assert _caches(tmp_path) == []
+
+
+@pytest.mark.parametrize("url, root, endpoint, account", [
+    ("s3://bucket/path/to/repo", "bucket/path/to/repo", "", ""),
+    ("s3://bucket//repo/", "bucket/repo", "", ""),
+    ("s3://127.0.0.1:9000/bucket/repo", "bucket/repo", "http://127.0.0.1:9000", ""),
+    ("s3://https://s3.example.com:443/bucket/repo", "bucket/repo", "https://s3.example.com:443", ""),
+    ("gs://bucket/repo", "bucket/repo", "", ""),
+    ("as://account/container/some/repo", "container/some/repo", "", "account"),
+    ("as://account/container", "container", "", "account"),
+])
+def test_the_url_forms_triton_accepts(url, root, endpoint, account):
+    where = objectstore.parse(url)
+    assert (where.root, where.endpoint, where.account) == (root, endpoint, account)
+
+
+def test_without_the_client_package_the_error_says_which_to_install(tmp_path):
+    # A module of the same name that fails to import stands for an install without [cloud].
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "s3fs.py").write_text("raise ImportError('not installed')\n")
+    env = {**os.environ, **_env(tmp_path), "PYTHONPATH": str(shadow)}
+    r = subprocess.run([sys.executable, "-m", "naiad.kernel.main", "serve", "--http-port=0", "--grpc-port=0",
+                        "--metrics-port=0", "--model-repository=s3://127.0.0.1:1/bucket/repo"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == ("error: creating server: Internal - s3:// model repositories need the "
+                                         "'s3fs' package (pip install 'naiad[cloud]')"), r.stderr
+
+
+# Azurite's well-known development account (its documentation's, not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    """Azurite's blob service (npm `azurite`) on 127.0.0.1; skipped where it is not installed."""
+    exe = os.environ.get("AZURITE_BLOB") or shutil.which("azurite-blob")
+    if not exe:
+        pytest.skip("azurite-blob not found (npm install azurite; put its .bin on PATH or set AZURITE_BLOB)")
+    pytest.importorskip("adlfs")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--silent",
+                             "--skipApiVersionCheck", "--location", str(tmp_path_factory.mktemp("azurite"))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "azurite did not start"
+            time.sleep(0.1)
+    yield (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+           f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_as_repository_on_azurite(naiad, azurite, tmp_path):
+    from azure.storage.blob import BlobServiceClient
+
+    container = BlobServiceClient.from_connection_string(azurite).create_container("models")
+    config = add_sub_config("add_sub", extra='version_policy: { all: {} }\n')
+    for key, text in [("repo/add_sub/config.pbtxt", config), ("repo/add_sub/1/model.py", ADD_SUB_MODEL),
+                      ("repo/add_sub/2/model.py", MUL_SUB_MODEL)]:
+        container.upload_blob(key, textwrap.dedent(text).encode())
+    proc = naiad(f"--model-repository=as://{AZURITE_ACCOUNT}/models/repo",
+                 env=_env(tmp_path, AZURE_STORAGE_CONNECTION_STRING=azurite))
+    assert _infer(proc, "add_sub", "1").tolist() == [3, 4, 5, 6]
+    assert _infer(proc, "add_sub", "2").tolist() == [2, 4, 6, 8]
+    assert proc.stop() == 0
     assert _caches(tmp_path) == []
