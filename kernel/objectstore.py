@@ -198,9 +198,11 @@ class Store:
             out[rel] = str(tag or f"{info.get('size')}-{info.get('LastModified') or info.get('mtime')}")
         return out
 
-    def get(self, rel: str, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        self.fs.get_file(f"{self.where.root}/{rel}", os.fspath(dest))
+    def get(self, rels: list[str], dest: Path) -> None:
+        """Download objects to the same relative paths under `dest` (the async clients batch them)."""
+        for rel in rels:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        self.fs.get([f"{self.where.root}/{rel}" for rel in rels], [os.fspath(dest / rel) for rel in rels])
 
 
 class Mirror:
@@ -214,9 +216,9 @@ class Mirror:
 
     def sync(self) -> None:
         listing = self.store.listing()
-        for rel, tag in listing.items():
-            if self._tags.get(rel) != tag:
-                self.store.get(rel, self.local / rel)
+        changed = [rel for rel, tag in listing.items() if self._tags.get(rel) != tag]
+        if changed:
+            self.store.get(changed, self.local)
         for rel in set(self._tags) - set(listing):
             (self.local / rel).unlink(missing_ok=True)
             _prune_empty(self.local, (self.local / rel).parent)

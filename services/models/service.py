@@ -116,6 +116,7 @@ class ModelService(Service):
         super().__init__(*args, **kwargs)
         self.manager: ModelManager | None = None
         self.mirrors: objectstore.Mirrors | None = None  # local copies of s3:// gs:// as:// repositories
+        self._sync_lock = asyncio.Lock()  # one sync at a time: a poll and a load may ask together
         self.shm = SharedMemoryRegistry()
         server = self.context.config.server
         self._server_id = server.id
@@ -372,7 +373,8 @@ class ModelService(Service):
         """Bring the local copies of remote repositories up to date before the folders are read."""
         if self.mirrors is not None and self.mirrors.by_url:
             try:
-                await asyncio.to_thread(self.mirrors.sync)
+                async with self._sync_lock:
+                    await asyncio.to_thread(self.mirrors.sync)
             except Exception as exc:  # the store answered with an error or not at all
                 self.log.error("failed to read the model repository from object storage: %s", exc)
 
