@@ -48,6 +48,8 @@ constexpr size_t kReadChunk = 64 << 10;
 // A declared Content-Length reserves at most this much up front; the rest grows as bytes
 // arrive (a client that declares 1 GiB and sends nothing must not cost 1 GiB).
 constexpr size_t kMaxReserve = 1 << 20;
+// How long accepting pauses when accept() fails for want of descriptors or memory.
+constexpr std::chrono::milliseconds kAcceptBackoff{100};
 
 struct Request {
   uint64_t conn = 0;
@@ -77,6 +79,7 @@ struct Conn {
   bool close_after = false;     // close once `out` is written
   bool continue_sent = false;   // 100 Continue sent for the request being read
   bool want_write = false;      // EPOLLOUT registered
+  bool peer_done = false;       // the client half-closed: answer what it sent, then close
   std::chrono::steady_clock::time_point last;
 };
 
@@ -260,8 +263,12 @@ class Server {
   void mod(Conn& c, bool want_write) {
     if (c.want_write == want_write) return;
     c.want_write = want_write;
+    rearm(c);
+  }
+  // A half-closed peer is not watched for reading: its EOF would be reported on every wait.
+  void rearm(Conn& c) {
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP | (want_write ? EPOLLOUT : 0);
+    ev.events = (c.peer_done ? 0 : EPOLLIN | EPOLLRDHUP) | (c.want_write ? EPOLLOUT : 0);
     ev.data.u64 = c.id;
     epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
   }
@@ -289,7 +296,11 @@ class Server {
         for (auto id : idle) close_conn(id);
         if (conns_.empty() || std::chrono::steady_clock::now() >= deadline) break;
       }
-      int n = epoll_wait(ep_, events.data(), int(events.size()), draining ? 20 : 1000);
+      if (accept_paused_ && listen_fd_ >= 0 && std::chrono::steady_clock::now() >= accept_resume_) {
+        accept_paused_ = false;
+        add(listen_fd_, EPOLLIN, kListenTag);
+      }
+      int n = epoll_wait(ep_, events.data(), int(events.size()), draining ? 20 : accept_paused_ ? 100 : 1000);
       for (int i = 0; i < n; ++i) {
         uint64_t tag = events[i].data.u64;
         if (tag == kListenTag) {
@@ -330,7 +341,18 @@ class Server {
   void accept_all() {
     for (;;) {
       int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) return;
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // Out of descriptors or memory: the pending connection stays in the backlog and the
+          // listening socket stays readable, so stop watching it for a while instead of
+          // spinning; connections already open are served on and free descriptors.
+          epoll_ctl(ep_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          accept_paused_ = true;
+          accept_resume_ = std::chrono::steady_clock::now() + kAcceptBackoff;
+        }
+        return;
+      }
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto c = std::make_unique<Conn>();
@@ -399,6 +421,10 @@ class Server {
 
   void on_readable(uint64_t id) {
     Conn& c = *conns_[id];
+    if (c.peer_done) {  // only a hang-up or an error reaches a half-closed connection
+      close_conn(id);
+      return;
+    }
     for (;;) {
       size_t old = c.in.size();
       c.in.resize(old + kReadChunk);
@@ -407,7 +433,11 @@ class Server {
         c.in.resize(old);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (r < 0 && errno == EINTR) continue;
-        close_conn(id);  // EOF or error: a request with Python is answered into the void
+        if (r == 0) {
+          peer_closed(c);
+          return;
+        }
+        close_conn(id);  // a reset or error: a request with Python is answered into the void
         return;
       }
       c.in.resize(old + size_t(r));
@@ -416,6 +446,23 @@ class Server {
     c.last = std::chrono::steady_clock::now();
     if (c.close_after) c.in.clear();  // nothing after a refused or last request is read
     else if (!c.busy) parse(c);
+  }
+
+  // The client sent FIN (a half-close, as `shutdown(SHUT_WR)` after a request does): what it
+  // sent is still answered, as Triton does, and the connection closes after that reply.
+  void peer_closed(Conn& c) {
+    uint64_t id = c.id;
+    c.last = std::chrono::steady_clock::now();
+    if (c.close_after) c.in.clear();  // nothing after a refused or last request is read
+    else if (!c.busy && !c.in.empty()) parse(c);
+    if (!conns_.count(id)) return;
+    if (!c.busy && c.out.size() == c.out_off) {  // nothing taken and nothing to write
+      close_conn(id);
+      return;
+    }
+    c.peer_done = true;
+    c.close_after = true;
+    rearm(c);
   }
 
   // Refuse the request being read and close once the reply is out. What the client sent
@@ -658,6 +705,8 @@ class Server {
   int port_ = 0;
   int ep_ = -1;
   size_t max_body_;
+  bool accept_paused_ = false;  // out of descriptors: the listening socket is not watched
+  std::chrono::steady_clock::time_point accept_resume_{};
   double keepalive_;
   double grace_ = 0.0;
   std::atomic<bool> stopping_{false};

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from naiad.kernel.service import Service
 
+from . import aiohttp_server
 from .config import HttpConfig
 from .router import HttpRequest, HttpResponse, Router
 from .routes import build_router
@@ -54,7 +55,7 @@ class HttpService(Service):
 
         # Request bodies reach the router as sent: the routes decode Content-Encoding
         # themselves, as Triton does (gzip/deflate for /infer, identity elsewhere).
-        server = web.Server(self._handle, request_factory=request_factory, auto_decompress=False,
+        server = aiohttp_server.Server(self._handle, request_factory=request_factory, auto_decompress=False,
                             keepalive_timeout=cfg.keepalive_timeout_secs, access_log=None)
         # stop() runs after the kernel's drain: whatever is still running then is cut off.
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)

@@ -124,7 +124,10 @@ class MetricsService(Service):
         interval = self.config.interval_ms / 1000.0
         while True:
             await asyncio.sleep(interval)
-            await self._sample_host()
+            try:
+                await self._sample_host()
+            except OSError as exc:  # out of descriptors (EMFILE): keep the last sample, serve on
+                self.log.warning("host metrics not sampled: %s", exc)
             if self.options.summary_latencies:
                 self.models.observe(await self._snapshot())
 

@@ -1,0 +1,78 @@
+"""Resources a client controls, against a real `naiad serve` over raw sockets, on both HTTP
+transports: a half-closed client still gets its answer, and running out of file
+descriptors neither spins the server nor costs it a service."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+# `server`: a `naiad serve` per transport (native, aiohttp), as the hardening tests start it.
+from test_http_hardening import ask_ready, connect, read_reply, server, status_of  # noqa: F401
+
+GET_KEEPALIVE = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"
+POST_INDEX = b"POST /v2/repository/index HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@pytest.mark.parametrize("request_bytes", [GET_KEEPALIVE, POST_INDEX, GET_KEEPALIVE * 2],
+                         ids=["get", "post-with-body", "two-pipelined"])
+def test_half_close_is_answered_then_closed(server, request_bytes):
+    """A client that sends its request and shuts its writing side gets the reply (Triton
+    answers), then the server closes."""
+    with connect(server.http_port) as sock:
+        sock.sendall(request_bytes)
+        sock.shutdown(socket.SHUT_WR)
+        reply, closed = read_reply(sock)
+    assert status_of(reply) == 200, reply[:200]
+    assert closed, "the connection stays open after the half-closed client's reply"
+
+
+def test_half_close_before_a_whole_request_closes(server):
+    with connect(server.http_port) as sock:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHo")
+        sock.shutdown(socket.SHUT_WR)
+        reply, closed = read_reply(sock)
+    assert closed
+    assert b"HTTP/1.1 200" not in reply
+    assert ask_ready(server.http_port) == 200
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, clock ticks
+
+
+def test_out_of_descriptors_backs_off_and_recovers(server):
+    pid = server.proc.pid
+    in_use = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 8, old[1]))
+    held: list[socket.socket] = []
+    try:
+        for _ in range(40):  # more than the server may open: the rest wait in the backlog
+            held.append(connect(server.http_port))
+        time.sleep(0.5)
+        before = cpu_seconds(pid)
+        time.sleep(2.0)
+        spent = cpu_seconds(pid) - before
+        assert spent < 0.5, f"the server spent {spent:.2f} s of CPU in 2 s with accept() failing"
+    finally:
+        for sock in held:
+            sock.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+    deadline = time.monotonic() + 10
+    status = 0
+    while time.monotonic() < deadline and status != 200:
+        try:
+            status = ask_ready(server.http_port)
+        except OSError:
+            time.sleep(0.2)
+    assert status == 200, "HTTP is not served again once descriptors are free"
+    with socket.create_connection(("127.0.0.1", server.metrics_port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        reply, _ = read_reply(sock)
+    assert status_of(reply) == 200, "the metrics service was given up"
