@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent
 CYTHON_RANGE = ((3, 0), (3, 2))
 PYBIND11_RANGE = ((2, 12), (3, 0))
 
-# Top-level folder -> package inside the `naiad` namespace.  `naiad` itself is an
-# implicit namespace package so no extra top-level folder is needed.
+# Top-level folder -> package inside the `naiad` namespace; `naiad` itself is api/
+# (its __init__ exports the in-process `Server`).
 TOP_LEVEL = {
+    "naiad": "api",  # the in-process API: `from naiad import Server`
     "naiad.kernel": "kernel",
     "naiad.ext": "ext",
     "naiad.services": "services",
