@@ -313,9 +313,13 @@ class Model:
             sink.queue.get = relay.get  # type: ignore[attr-defined]
         request = _request(self.name, self.version, inputs, outputs, parameters, request_id)
         await server._async(server._bus(StreamInfer(request, sink)))
-        async for response in sink:
-            if response.outputs or response.error is not None or not response.final:
-                yield _outputs(response)
+        try:
+            async for response in sink:
+                if response.outputs or response.error is not None or not response.final:
+                    yield _outputs(response)
+        finally:
+            if not sink.done:  # the caller stopped reading: the model may stop producing
+                _call_in(server, request.cancel.cancel)
 
     async def async_ready(self) -> bool:
         return await self.server._async(self.server._bus(ModelReadyQuery(self.name, self.version)))
@@ -349,11 +353,14 @@ class Model:
                 items.put(exc)
             items.put(done)
 
-        self.server._sync(_spawn(pump()))
-        while (item := items.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        task = self.server._sync(_spawn(pump()))
+        try:
+            while (item := items.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            _call_in(self.server, task.cancel)
 
     def ready(self) -> bool:
         return self.server._sync(self.async_ready())
@@ -375,11 +382,23 @@ class _Relay:
         self.put_nowait = put
 
 
-async def _spawn(coro: Awaitable[None]) -> None:
+async def _spawn(coro: Awaitable[None]) -> asyncio.Future:
     """Run `coro` as a task of the current loop without waiting for it."""
     task = asyncio.ensure_future(coro)
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
+    return task
+
+
+def _call_in(server: Server, callback: Any) -> None:
+    """Call `callback` on the kernel's loop (cancel tokens and tasks belong to it)."""
+    loop = server._loop
+    if loop is None or loop.is_closed():
+        return
+    if server._in_own_loop():
+        callback()
+    else:
+        loop.call_soon_threadsafe(callback)
 
 
 _TASKS: set[asyncio.Task] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import textwrap
 from pathlib import Path
 
@@ -173,3 +174,47 @@ def test_http_alongside_in_process(repo: Path) -> None:
             assert stats["inference_count"] == 2  # both paths reach the same scheduler
         finally:
             client.close()
+
+
+# Decoupled and slow: one response every 50 ms until cancelled (checks `is_cancelled`).
+ENDLESS_MODEL = '''
+import time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for r in requests:
+            sender = r.get_response_sender()
+            for i in range(200):
+                if sender.is_cancelled():
+                    break
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([i], np.int32))]))
+                time.sleep(0.05)
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+'''
+
+
+def test_leaving_a_stream_early_cancels_it(repo: Path) -> None:
+    write_model(repo, "endless", COUNTDOWN_CONFIG.replace('"countdown"', '"endless"'), ENDLESS_MODEL)
+    with Server(model_repository=repo) as server:
+        stream = server.model("endless").stream({"IN": np.array([0], np.int32)})
+        assert [next(stream)["OUT"].item() for _ in range(2)] == [0, 1]
+        stream.close()
+        # The model saw the cancellation: the exit below does not wait out 200 responses.
+        started = time.monotonic()
+    assert time.monotonic() - started < 5
+
+
+def test_a_model_failing_at_start_fails_the_server(repo: Path) -> None:
+    write_model(repo, "broken", identity_config("broken"), "raise ImportError('no such thing')\n")
+    before = _children()
+    with pytest.raises(Exception, match="broken"):
+        with Server(model_repository=repo):
+            pass
+    assert _children() == before
+    with Server(model_repository=repo, exit_on_error=False, strict_readiness=False) as server:
+        states = {m["name"]: m.get("state") for m in server.models()}
+        assert states["broken"] == "UNAVAILABLE" and states["add_sub"] == "READY"
