@@ -48,6 +48,10 @@ constexpr size_t kReadChunk = 64 << 10;
 // A declared Content-Length reserves at most this much up front; the rest grows as bytes
 // arrive (a client that declares 1 GiB and sends nothing must not cost 1 GiB).
 constexpr size_t kMaxReserve = 1 << 20;
+// Bytes read ahead on a connection while its request is with Python.
+constexpr size_t kMaxPipelined = 1 << 20;
+// Room on a request line for the method, the version and their spaces.
+constexpr size_t kMaxMethodAndVersion = 64;
 // How long accepting pauses when accept() fails for want of descriptors or memory.
 constexpr std::chrono::milliseconds kAcceptBackoff{100};
 
@@ -80,6 +84,10 @@ struct Conn {
   bool continue_sent = false;   // 100 Continue sent for the request being read
   bool want_write = false;      // EPOLLOUT registered
   bool peer_done = false;       // the client half-closed: answer what it sent, then close
+  bool paused = false;          // not read while a request is with Python and enough is queued
+  std::chrono::steady_clock::time_point started;  // the first byte of the request being read
+  std::chrono::steady_clock::time_point rate_mark;  // body rate window: since when
+  size_t rate_bytes = 0;                            // and how many bytes came in it
   std::chrono::steady_clock::time_point last;
 };
 
@@ -98,6 +106,7 @@ const char* reason(int status) {
     case 409: return "Conflict";
     case 411: return "Length Required";
     case 413: return "Request Entity Too Large";
+    case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -175,10 +184,22 @@ std::string simple_reply(int status, const std::string& message) {
   return s + body;
 }
 
+// What a client may take, each from `[services.http]` (0 turns a limit off).
+struct Limits {
+  size_t max_header_bytes = 64 << 10;  // request line and headers: 431
+  size_t max_headers = 100;            // header fields: 431
+  size_t max_url_bytes = 16 << 10;     // request target: 414
+  double header_timeout = 30.0;        // whole head, from its first byte: 408
+  double body_timeout = 30.0;          // body: a window in which at least
+  size_t body_min_rate = 1024;         // body_timeout * body_min_rate bytes must come: 408
+  size_t max_connections = 10000;      // more are answered 503 and closed
+};
+
 class Server {
  public:
-  Server(const std::string& host, int port, bool reuse_port, size_t max_body, double keepalive_secs)
-      : max_body_(max_body), keepalive_(keepalive_secs) {
+  Server(const std::string& host, int port, bool reuse_port, size_t max_body, double keepalive_secs,
+         Limits limits = Limits())
+      : max_body_(max_body), keepalive_(keepalive_secs), lim_(limits) {
     addrinfo hints{}, *res = nullptr;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -268,7 +289,7 @@ class Server {
   // A half-closed peer is not watched for reading: its EOF would be reported on every wait.
   void rearm(Conn& c) {
     epoll_event ev{};
-    ev.events = (c.peer_done ? 0 : EPOLLIN | EPOLLRDHUP) | (c.want_write ? EPOLLOUT : 0);
+    ev.events = (c.peer_done || c.paused ? 0 : EPOLLIN | EPOLLRDHUP) | (c.want_write ? EPOLLOUT : 0);
     ev.data.u64 = c.id;
     epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
   }
@@ -318,16 +339,24 @@ class Server {
         }
       }
       auto now = std::chrono::steady_clock::now();
-      if (keepalive_ > 0 && now - last_sweep > std::chrono::seconds(1)) {
+      if (now - last_sweep > std::chrono::milliseconds(250)) {
         last_sweep = now;
-        std::vector<uint64_t> idle;
+        std::vector<uint64_t> idle, slow;
         for (auto& kv : conns_) {
           Conn& c = *kv.second;
-          if (!c.busy && c.out.size() == c.out_off &&
-              std::chrono::duration<double>(now - c.last).count() > keepalive_)
-            idle.push_back(kv.first);
+          if (c.busy || c.close_after || c.out.size() != c.out_off) continue;
+          if (c.in.empty()) {
+            if (keepalive_ > 0 && std::chrono::duration<double>(now - c.last).count() > keepalive_)
+              idle.push_back(kv.first);
+          } else if (too_slow(c, now)) {
+            slow.push_back(kv.first);
+          }
         }
         for (auto id : idle) close_conn(id);
+        for (auto id : slow) {
+          auto it = conns_.find(id);
+          if (it != conns_.end()) fail(*it->second, 408, "request timed out");
+        }
       }
     }
     for (auto& o : outbox_.take()) deliver(o);
@@ -336,6 +365,22 @@ class Server {
     for (auto id : all) close_conn(id);
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
+  }
+
+  // A request being read whose head took longer than header_timeout from its first byte, or
+  // whose body brought fewer than body_min_rate bytes a second over a body_timeout window
+  // (one byte now and then does not keep a connection).
+  bool too_slow(Conn& c, std::chrono::steady_clock::time_point now) {
+    double since_start = std::chrono::duration<double>(now - c.started).count();
+    if (c.in.find("\r\n\r\n") == std::string::npos)
+      return lim_.header_timeout > 0 && since_start > lim_.header_timeout;
+    if (lim_.body_timeout <= 0) return false;
+    double window = std::chrono::duration<double>(now - c.rate_mark).count();
+    if (window < lim_.body_timeout) return false;
+    if (double(c.rate_bytes) < window * double(lim_.body_min_rate) || c.rate_bytes == 0) return true;
+    c.rate_mark = now;
+    c.rate_bytes = 0;
+    return false;
   }
 
   void accept_all() {
@@ -359,6 +404,14 @@ class Server {
       c->fd = fd;
       c->id = ++next_id_;
       c->last = std::chrono::steady_clock::now();
+      if (lim_.max_connections && conns_.size() >= lim_.max_connections) {
+        // Over the limit: a best-effort 503 (the socket's buffer is empty), then close.
+        std::string reply = simple_reply(503, "too many connections");
+        (void)!::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        ::shutdown(fd, SHUT_WR);
+        ::close(fd);
+        continue;
+      }
       add(fd, EPOLLIN | EPOLLRDHUP, c->id);
       conns_.emplace(c->id, std::move(c));
       nconns_ = conns_.size();
@@ -412,6 +465,11 @@ class Server {
     if (o.kind == OUT_FULL || o.kind == OUT_END) {
       c.busy = false;
       c.last = std::chrono::steady_clock::now();
+      start_request(c, c.last);
+      if (c.paused) {
+        c.paused = false;
+        rearm(c);
+      }
       if (o.close) c.close_after = true;
     }
     uint64_t id = c.id;
@@ -419,8 +477,14 @@ class Server {
     if (conns_.count(id) && !c.busy && !c.close_after && !c.in.empty()) parse(c);
   }
 
+  void start_request(Conn& c, std::chrono::steady_clock::time_point now) {
+    c.started = c.rate_mark = now;
+    c.rate_bytes = 0;
+  }
+
   void on_readable(uint64_t id) {
     Conn& c = *conns_[id];
+    if (c.in.empty() && !c.busy) start_request(c, std::chrono::steady_clock::now());
     if (c.peer_done) {  // only a hang-up or an error reaches a half-closed connection
       close_conn(id);
       return;
@@ -441,6 +505,13 @@ class Server {
         return;
       }
       c.in.resize(old + size_t(r));
+      c.rate_bytes += size_t(r);
+      if (c.busy && c.in.size() >= kMaxPipelined) {
+        // Pipelined bytes wait in the socket until the request with Python is answered.
+        c.paused = true;
+        rearm(c);
+        break;
+      }
       if (size_t(r) < kReadChunk) break;
     }
     c.last = std::chrono::steady_clock::now();
@@ -488,8 +559,13 @@ class Server {
   void parse(Conn& c) {
     const std::string& in = c.in;
     size_t head_end = in.find("\r\n\r\n");
-    if (head_end == std::string::npos || head_end + 4 > kMaxHeaderBytes) {
-      if (in.size() > kMaxHeaderBytes) fail(c, 431, "request headers too large");
+    if (head_end == std::string::npos || head_end + 4 > lim_.max_header_bytes) {
+      size_t line_end = in.find("\r\n");
+      if (line_end == std::string::npos) line_end = in.size();
+      if (lim_.max_url_bytes && line_end > lim_.max_url_bytes + kMaxMethodAndVersion)
+        fail(c, 414, "request URL exceeds the limit of " + std::to_string(lim_.max_url_bytes) + " bytes");
+      else if (in.size() > lim_.max_header_bytes)
+        fail(c, 431, "request headers exceed the limit of " + std::to_string(lim_.max_header_bytes) + " bytes");
       return;
     }
     auto req = std::make_shared<Request>();
@@ -552,7 +628,7 @@ class Server {
 
   // The request line and header fields of in[0, head_end): 0, or the status to refuse with
   // (f.error says why).
-  static int parse_head(const std::string& in, size_t head_end, Request& req, Framing& f) {
+  int parse_head(const std::string& in, size_t head_end, Request& req, Framing& f) const {
     auto bad = [&f](int status, const char* why) {
       f.error = why;
       return status;
@@ -568,6 +644,10 @@ class Server {
       if (ch <= 0x20 || ch == 0x7f) return bad(400, "malformed request target");
     }
     if (sp2 == sp1 + 1) return bad(400, "malformed request target");
+    if (lim_.max_url_bytes && sp2 - sp1 - 1 > lim_.max_url_bytes) {
+      f.error = "request URL exceeds the limit of " + std::to_string(lim_.max_url_bytes) + " bytes";
+      return 414;
+    }
     std::string version(in, sp2 + 1, line_end - sp2 - 1);
     bool digits = version.size() == 8 && std::isdigit(static_cast<unsigned char>(version[5])) &&
                   version[6] == '.' && std::isdigit(static_cast<unsigned char>(version[7]));
@@ -580,8 +660,13 @@ class Server {
     std::vector<std::string> codings;
     bool has_te = false;
     size_t pos = line_end + 2;
+    size_t fields = 0;
     while (pos < head_end) {
       size_t eol = in.find("\r\n", pos);
+      if (lim_.max_headers && ++fields > lim_.max_headers) {
+        f.error = "request has more than " + std::to_string(lim_.max_headers) + " header fields";
+        return 431;
+      }
       if (in[pos] == ' ' || in[pos] == '\t') return bad(400, "obsolete line folding in headers");
       size_t colon = in.find(':', pos);
       if (colon == std::string::npos || colon > eol || !is_token(in, pos, colon))
@@ -705,6 +790,7 @@ class Server {
   int port_ = 0;
   int ep_ = -1;
   size_t max_body_;
+  Limits lim_;
   bool accept_paused_ = false;  // out of descriptors: the listening socket is not watched
   std::chrono::steady_clock::time_point accept_resume_{};
   double keepalive_;
@@ -779,9 +865,20 @@ PYBIND11_MODULE(_native_http, m) {
       });
 
   py::class_<Server>(m, "Server")
-      .def(py::init<const std::string&, int, bool, size_t, double>(), py::arg("host"), py::arg("port"),
-           py::arg("reuse_port") = false, py::arg("max_body_bytes") = size_t(1) << 30,
-           py::arg("keepalive_secs") = 75.0)
+      .def(py::init([](const std::string& host, int port, bool reuse_port, size_t max_body, double keepalive,
+                       size_t max_header_bytes, size_t max_headers, size_t max_url_bytes, double header_timeout,
+                       double body_timeout, size_t body_min_rate, size_t max_connections) {
+             Limits l{max_header_bytes, max_headers, max_url_bytes, header_timeout, body_timeout, body_min_rate,
+                      max_connections};
+             return std::make_unique<Server>(host, port, reuse_port, max_body, keepalive, l);
+           }),
+           py::arg("host"), py::arg("port"), py::arg("reuse_port") = false,
+           py::arg("max_body_bytes") = size_t(1) << 30, py::arg("keepalive_secs") = 75.0,
+           py::arg("max_header_bytes") = Limits().max_header_bytes, py::arg("max_headers") = Limits().max_headers,
+           py::arg("max_url_bytes") = Limits().max_url_bytes, py::arg("header_timeout_secs") = Limits().header_timeout,
+           py::arg("body_timeout_secs") = Limits().body_timeout,
+           py::arg("body_min_bytes_per_sec") = Limits().body_min_rate,
+           py::arg("max_connections") = Limits().max_connections)
       .def_property_readonly("port", &Server::port)
       .def_property_readonly("connections", &Server::connections)
       .def("close_listener", &Server::close_listener, "stop accepting connections; open ones are served on")

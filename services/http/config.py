@@ -50,6 +50,20 @@ class HttpConfig:
     max_body_bytes: int = setting(
         1 << 30, "largest request body accepted, after decompression (bytes); larger gets 413", "", minimum=1)
     keepalive_timeout_secs: float = setting(75.0, "idle keep-alive connections close after this", "", minimum=0)
+    max_header_bytes: int = setting(
+        64 << 10, "largest request line and header fields together (bytes); larger gets 431", "", minimum=256)
+    max_headers: int = setting(100, "most header fields in a request; more gets 431", "", minimum=1)
+    max_url_bytes: int = setting(16 << 10, "longest request target (bytes); longer gets 414", "", minimum=16)
+    header_timeout_secs: float = setting(
+        30.0, "a request's line and headers must arrive within this from their first byte, else 408 "
+        "(0 = no limit)", "", minimum=0)
+    body_timeout_secs: float = setting(
+        30.0, "a request body must bring body_min_bytes_per_sec over each window of this length, "
+        "else 408 (0 = no limit)", "", minimum=0)
+    body_min_bytes_per_sec: int = setting(
+        1024, "slowest request body accepted, averaged over body_timeout_secs (bytes a second)", "", minimum=0)
+    max_connections: int = setting(
+        10000, "most open HTTP connections; one more is answered 503 and closed", "", minimum=1)
     offload_bytes: int = setting(
         1 << 20, "JSON bodies and compressed bodies larger than this are decoded and encoded off the "
         "event loop (bytes)", "", minimum=0)

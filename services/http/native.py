@@ -71,8 +71,12 @@ class NativeHttpServer:
         assert _native is not None
         cfg = self.config
         try:
-            self.server = _native.Server(cfg.host, cfg.port, cfg.reuse_port, cfg.max_body_bytes,
-                                         cfg.keepalive_timeout_secs)
+            self.server = _native.Server(
+                cfg.host, cfg.port, cfg.reuse_port, cfg.max_body_bytes, cfg.keepalive_timeout_secs,
+                max_header_bytes=cfg.max_header_bytes, max_headers=cfg.max_headers,
+                max_url_bytes=cfg.max_url_bytes, header_timeout_secs=cfg.header_timeout_secs,
+                body_timeout_secs=cfg.body_timeout_secs, body_min_bytes_per_sec=cfg.body_min_bytes_per_sec,
+                max_connections=cfg.max_connections)
         except RuntimeError as exc:
             raise OSError(str(exc)) from None
         asyncio.get_running_loop().add_reader(self.server.fileno(), self._drain)

@@ -106,16 +106,22 @@ def memory_kib(pid: int, field: str) -> int:
     raise AssertionError(f"no {field}")
 
 
-@pytest.fixture(scope="module", params=["native", "aiohttp"])
-def server(request, tmp_path_factory):
-    if request.param == "native":
+def start_on(transport: str, tmp_path_factory, settings: str = "") -> NaiadProcess:
+    """A started `naiad serve` with no models on one HTTP transport, with more
+    `[services.http]` settings lines."""
+    if transport == "native":
         pytest.importorskip("naiad.ext._native_http", reason="the native HTTP front end is not built here")
     repo = tmp_path_factory.mktemp("empty_models")
-    proc = NaiadProcess(tmp_path_factory.mktemp(f"hardening_{request.param}"),
-                        ["--model-repository", str(repo)],
-                        config=f'[services.http]\ntransport = "{request.param}"\n')
-    proc.transport = request.param  # type: ignore[attr-defined]
+    proc = NaiadProcess(tmp_path_factory.mktemp(f"http_{transport}"), ["--model-repository", str(repo)],
+                        config=f'[services.http]\ntransport = "{transport}"\n{settings}')
+    proc.transport = transport  # type: ignore[attr-defined]
     proc.start()
+    return proc
+
+
+@pytest.fixture(scope="module", params=["native", "aiohttp"])
+def server(request, tmp_path_factory):
+    proc = start_on(request.param, tmp_path_factory)
     yield proc
     proc.kill_if_running()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # `server`: a `naiad serve` per transport (native, aiohttp), as the hardening tests start it.
-from test_http_hardening import ask_ready, connect, read_reply, server, status_of  # noqa: F401
+from test_http_hardening import READY, ask_ready, connect, read_reply, server, start_on, status_of  # noqa: F401
 
 GET_KEEPALIVE = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"
 POST_INDEX = b"POST /v2/repository/index HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
@@ -76,3 +76,94 @@ def test_out_of_descriptors_backs_off_and_recovers(server):
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         reply, _ = read_reply(sock)
     assert status_of(reply) == 200, "the metrics service was given up"
+
+
+LIMITS = """max_headers = 20
+max_url_bytes = 1024
+max_header_bytes = 4096
+header_timeout_secs = 1.0
+body_timeout_secs = 1.0
+body_min_bytes_per_sec = 100
+max_connections = 16
+"""
+
+
+@pytest.fixture(scope="module", params=["native"])
+def limited(request, tmp_path_factory):
+    """A server with small limits and short timeouts."""
+    proc = start_on(request.param, tmp_path_factory, LIMITS)
+    yield proc
+    proc.kill_if_running()
+
+
+def refused(port: int, data: bytes, wait: float = 5.0) -> tuple[int, bool]:
+    with connect(port) as sock:
+        sock.sendall(data)
+        reply, closed = read_reply(sock, wait)
+    return (status_of(reply) if reply else 0), closed
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(21)) + b"\r\n", 431),
+    (b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\nX-Big: " + b"v" * 5000 + b"\r\n\r\n", 431),
+    (b"GET /v2/health/ready?" + b"q" * 2000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+    (b"GET /" + b"q" * 100_000, 414),  # never ends its line
+], ids=["header-count", "header-bytes", "url-length", "url-without-end"])
+def test_head_limits(limited, data, status):
+    assert refused(limited.http_port, data) == (status, True)
+    assert ask_ready(limited.http_port) == 200
+
+
+def test_slow_head_times_out(limited):
+    """One byte every 0.3 s never finishes the head: 408 after the head's deadline, not
+    reset by each byte."""
+    with connect(limited.http_port) as sock:
+        start = time.monotonic()
+        sock.settimeout(0.3)
+        reply = b""
+        for byte in b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"v" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+                reply = sock.recv(4096)
+                break
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if time.monotonic() - start > 8:
+                break
+    assert status_of(reply) == 408, reply[:200]
+    assert time.monotonic() - start < 4
+
+
+def test_slow_body_times_out(limited):
+    with connect(limited.http_port) as sock:
+        start = time.monotonic()
+        sock.sendall(b"POST /v2/repository/index HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        sock.settimeout(0.3)
+        reply = b""
+        while time.monotonic() - start < 8 and not reply:
+            try:
+                sock.sendall(b" ")
+                reply = sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+    assert status_of(reply) == 408, reply[:200]
+    assert time.monotonic() - start < 4
+
+
+def test_connection_limit(limited):
+    held = [connect(limited.http_port) for _ in range(16)]
+    try:
+        time.sleep(0.3)
+        status, closed = refused(limited.http_port, READY)
+        assert status == 503 and closed
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while ask_ready(limited.http_port) != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ask_ready(limited.http_port) == 200
