@@ -218,3 +218,18 @@ def test_a_model_failing_at_start_fails_the_server(repo: Path) -> None:
     with Server(model_repository=repo, exit_on_error=False, strict_readiness=False) as server:
         states = {m["name"]: m.get("state") for m in server.models()}
         assert states["broken"] == "UNAVAILABLE" and states["add_sub"] == "READY"
+
+
+def test_readme_example_runs() -> None:
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    section = readme.split("## In-process Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 6
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[2. 2. 2. 2.]"
