@@ -26,6 +26,7 @@ from typing import Any, AsyncIterator, Awaitable, Iterable, Iterator, Mapping, T
 
 import numpy as np
 
+from naiad.kernel import logs
 from naiad.kernel.config import LogConfig, NaiadConfig, ServerConfig, from_table, merge, read_toml
 from naiad.kernel.inference import model_config
 from naiad.kernel.inference.errors import InferenceError
@@ -111,6 +112,9 @@ class Server:
 
     def __init__(self, model_repository: str | os.PathLike | Iterable[str | os.PathLike], **settings: Any) -> None:
         self.config: NaiadConfig = from_table(config_table(model_repository, **settings), "<naiad.Server>")
+        # naiad's log handler (Triton's format, on stderr or log_file) only when asked for;
+        # otherwise the `naiad` logger goes wherever the application sends its logging.
+        self._own_logs = "config" in settings or any(k.startswith("log_") for k in settings)
         self.kernel: Kernel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -122,6 +126,8 @@ class Server:
         error = repository_error(self.config.server.model_repository)
         if error is not None:
             raise InferenceError(error.message)
+        if self._own_logs:
+            logs.configure(self.config.log)
         self.kernel = Kernel(self.config)
         try:
             await self.kernel.start()

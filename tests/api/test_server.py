@@ -107,7 +107,7 @@ def test_errors_carry_tritons_words(repo: Path) -> None:
             Server(model_repository=repo, bogus=1)
 
 
-def test_explicit_load_and_unload(repo: Path) -> None:
+def test_explicit_load_and_unload(repo: Path, capfd: pytest.CaptureFixture) -> None:
     with Server(model_repository=repo, model_control_mode="explicit", load_model=["add_sub"],
                 log_verbose=1) as server:
         states = {m["name"]: m.get("state", "") for m in server.models()}
@@ -127,6 +127,8 @@ def test_explicit_load_and_unload(repo: Path) -> None:
                                                   {"name": "OUTPUT1", "data_type": "TYPE_FP32", "dims": [2]}]})
         out = server.model("add_sub").infer({"INPUT0": np.ones(2, np.float32), "INPUT1": np.ones(2, np.float32)})
         assert out["OUTPUT0"].tolist() == [2.0, 2.0]
+    # log_verbose (a [log] setting) puts naiad's Triton-format log on stderr.
+    assert "successfully loaded 'strings'" in capfd.readouterr().err
 
 
 def test_async_context_manager_in_callers_loop(repo: Path) -> None:
