@@ -51,12 +51,14 @@ class HttpService(Service):
         max_body = cfg.max_body_bytes
 
         def request_factory(message, payload, protocol, writer, task, _cls=web.BaseRequest):  # type: ignore[no-untyped-def]
+            protocol.head_done(payload)  # the head deadline ends, the body's rate starts
             return _cls(message, payload, protocol, writer, task, protocol._loop, client_max_size=max_body)
 
         # Request bodies reach the router as sent: the routes decode Content-Encoding
         # themselves, as Triton does (gzip/deflate for /infer, identity elsewhere).
-        server = aiohttp_server.Server(self._handle, request_factory=request_factory, auto_decompress=False,
-                            keepalive_timeout=cfg.keepalive_timeout_secs, access_log=None)
+        server = aiohttp_server.Server(self._handle, cfg, request_factory=request_factory,
+                                       auto_decompress=False, keepalive_timeout=cfg.keepalive_timeout_secs,
+                                       access_log=None)
         # stop() runs after the kernel's drain: whatever is still running then is cut off.
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()

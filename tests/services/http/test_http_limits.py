@@ -88,7 +88,7 @@ max_connections = 16
 """
 
 
-@pytest.fixture(scope="module", params=["native"])
+@pytest.fixture(scope="module", params=["native", "aiohttp"])
 def limited(request, tmp_path_factory):
     """A server with small limits and short timeouts."""
     proc = start_on(request.param, tmp_path_factory, LIMITS)
