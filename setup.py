@@ -269,7 +269,8 @@ packages, package_dir = _packages()
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"naiad.ext": ["*.pyi", "*.pxd", "py.typed"], "naiad.protos": ["*.proto", "*.pyi"]},
+    package_data={"naiad.ext": ["*.pyi", "*.pxd", "py.typed"], "naiad.protos": ["*.proto", "*.pyi"],
+                  "naiad.services.status": ["*.html"]},
     ext_modules=_extensions(),
     cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
     zip_safe=False,

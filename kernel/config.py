@@ -31,6 +31,7 @@ BUILTIN_SERVICES: dict[str, str] = {
     "grpc": "naiad.services.grpc:GrpcService",
     "metrics": "naiad.services.metrics:MetricsService",
     "tracing": "naiad.services.tracing:TracingService",
+    "status": "naiad.services.status:StatusService",
 }
 
 

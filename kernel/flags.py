@@ -97,6 +97,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-header-forward-pattern", target="services.http.header_forward_pattern"),
     Flag("--http-restricted-api", target="services.http.restricted_api", repeat=True),
     # ---- gRPC
+    Flag("--status-page", "bool", "services.status.enabled"),
     Flag("--allow-grpc", "bool", "services.grpc.enabled"),
     Flag("--grpc-port", "port", "services.grpc.port"),
     Flag("--grpc-address", target="services.grpc.host"),

@@ -59,3 +59,23 @@ class ServerLiveQuery(Request[bool]):
 @dataclass(slots=True, frozen=True)
 class ServerReadyQuery(Request[bool]):
     pass
+
+
+# ---------------------------------------------------------------- pages --
+
+@dataclass(slots=True, frozen=True)
+class Page:
+    """A response body some service serves on another service's HTTP port."""
+
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    status: int = 200
+
+
+@dataclass(slots=True, frozen=True)
+class PageQuery(Request["Page | None"]):
+    """Asked by the metrics service for any path other than /metrics: the one handler
+    (the status service) answers a `Page`, or None for a path it does not serve (404)."""
+
+    method: str
+    path: str

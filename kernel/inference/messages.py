@@ -152,6 +152,22 @@ class ModelStateChanged(Event):
 
 
 @dataclass(slots=True, frozen=True)
+class StubInfo:
+    """One backend process serving a model instance (a Python stub)."""
+
+    model: str
+    version: str
+    instance: str
+    pid: int | None  # None while the stub is down (restarting)
+    restarts: int
+
+
+@dataclass(slots=True, frozen=True)
+class StubProcessQuery(Request[list]):
+    """-> list[StubInfo] for every loaded instance that runs in its own process."""
+
+
+@dataclass(slots=True, frozen=True)
 class ModelStatisticsQuery(Request[list]):
     """Reply: list[ModelStatistics] (snapshots); name "" = every model."""
 

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from naiad.kernel.bus import NoHandler
 from naiad.kernel.inference.messages import ModelStateChanged, ModelStatisticsQuery
 from naiad.kernel.inference.stats import ModelStatistics
+from naiad.kernel.messages import Page, PageQuery
 from naiad.kernel.service import Service
 
 from .config import MetricsConfig
@@ -96,13 +97,23 @@ class MetricsService(Service):
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path != "/metrics":
-            return web.Response(status=404, text="Not Found")
+            return await self._page(request)
         if request.method != "GET":
             return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "GET"})
         rows = await self._snapshot()
         self.models.update(rows)
         body = render(self.registry.collect())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def _page(self, request: web.BaseRequest) -> web.Response:
+        # Other paths belong to whoever answers PageQuery (the status service), if anyone.
+        page: Page | None = None
+        if self.bus.has_handler(PageQuery):
+            page = await self.bus.request(PageQuery(request.method, request.path))
+        if page is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(status=page.status, body=page.body, headers={"Content-Type": page.content_type,
+                                                                         "Cache-Control": "no-store"})
 
     async def _snapshot(self) -> list[tuple[ModelStatistics, ModelInfo]]:
         try:

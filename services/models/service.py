@@ -141,6 +141,7 @@ class ModelService(Service):
         h(m.UnloadModel, self._unload, own)
         h(m.PollRepository, self._poll, own)
         h(m.ModelStatisticsQuery, self._statistics, own)
+        h(m.StubProcessQuery, self._stubs, own)
         h(m.SystemShmRegister, self._shm_register, own)
         h(m.SystemShmUnregister, self._shm_unregister, own)
         h(m.SystemShmStatus, self._shm_status, own)
@@ -429,6 +430,20 @@ class ModelService(Service):
                 lv = manager.records[name].versions[v]
                 if lv.state.value == "READY":
                     out.append(lv.recorder.snapshot())
+        return out
+
+    async def _stubs(self, msg: m.StubProcessQuery) -> list:
+        # Instances running in a process of their own (Python stubs) expose pid and restarts.
+        out: list[m.StubInfo] = []
+        records = self.manager.records if self.manager is not None else {}
+        for name in sorted(records):
+            for v, lv in sorted(records[name].versions.items()):
+                for inst in lv.instances:
+                    if not hasattr(inst, "restarts"):
+                        continue
+                    spec = getattr(inst, "instance", None)
+                    out.append(m.StubInfo(name, str(v), getattr(spec, "name", ""), getattr(inst, "pid", None),
+                                          int(inst.restarts)))
         return out
 
     # ------------------------------------------------------------------ shared memory --

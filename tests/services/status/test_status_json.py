@@ -1,0 +1,97 @@
+"""The status page's data (`/status.json` on the metrics port) through a real server:
+models with their state, throughput moving with real tritonclient inferences, Python
+stubs with live PIDs and RSS, the effective config; the flag and path settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import tritonclient.http as httpclient
+
+from support.models import IDENTITY_MODEL, identity_config, write_model
+from support.naiad_process import http_get
+
+
+def repo_with_identity(tmp_path):
+    repo = tmp_path / "models"
+    write_model(repo, "identity", identity_config("identity"), IDENTITY_MODEL)
+    return repo
+
+
+def infer_n(proc, n: int) -> None:
+    client = httpclient.InferenceServerClient(proc.http_address)
+    data = np.arange(4, dtype=np.float32)
+    for _ in range(n):
+        inp = httpclient.InferInput("INPUT0", list(data.shape), "FP32")
+        inp.set_data_from_numpy(data)
+        assert np.array_equal(client.infer("identity", [inp]).as_numpy("OUTPUT0"), data)
+    client.close()
+
+
+def status(proc, path: str = "/") -> dict:
+    code, body = http_get(f"http://127.0.0.1:{proc.metrics_port}{path}status.json")
+    assert code == 200, body
+    return json.loads(body)
+
+
+def series_of(s: dict, name: str) -> dict:
+    (found,) = [x for x in s["series"] if x["name"] == name]
+    return found
+
+
+def wait_for(pred, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_status_json_follows_inferences(naiad, tmp_path):
+    proc = naiad("--model-repository", str(repo_with_identity(tmp_path)), "--metrics-interval-ms=100",
+                 config="[services.status]\ninterval_s = 0.2\nwindow_s = 60\n")
+    s = status(proc)
+    assert {"name": "identity", "version": "1", "state": "READY", "reason": ""} in s["models"]
+    assert s["server"]["uptime_s"] >= 0 and s["server"]["window_s"] == 60
+    assert s["config"]["services"]["status"]["enabled"] is True
+    assert s["config"]["services"]["metrics"]["port"] == proc.metrics_port
+    assert s["config"]["server"]["model_repository"] == [str(tmp_path / "models")]
+
+    # the stub of the Python model: a live process of ours with its RSS, no restarts
+    (stub,) = [p for p in s["stubs"] if p["model"] == "identity"]
+    assert stub["restarts"] == 0 and stub["pid"] > 0 and stub["rss_bytes"] > 1 << 20
+    os.kill(stub["pid"], 0)  # exists
+
+    before = wait_for(lambda: series_of(status(proc), "identity")["t"] and series_of(status(proc), "identity"))
+    assert before["count"] == 0 and max(before["rps"]) == 0
+    infer_n(proc, 25)
+    after = wait_for(lambda: (x := series_of(status(proc), "identity"))["count"] == 25 and max(x["rps"]) > 0 and x)
+    assert len(after["t"]) == len(after["rps"]) == len(after["p50_ms"]) == len(after["p99_ms"]) == len(after["queue"])
+    assert after["t"] == sorted(after["t"])
+    pairs = [(a, b) for a, b in zip(after["p50_ms"], after["p99_ms"]) if a is not None]
+    assert pairs and all(0 < a <= b for a, b in pairs)
+    # requests/s integrates back to about the requests made
+    total = sum(r * (t1 - t0) for r, t0, t1 in zip(after["rps"][1:], after["t"], after["t"][1:]))
+    assert 20 <= total <= 30, total
+
+
+def test_page_path_and_flag(naiad, tmp_path):
+    repo = repo_with_identity(tmp_path)
+    proc = naiad("--model-repository", str(repo), config='[services.status]\npath = "/status"\n')
+    code, html = http_get(f"http://127.0.0.1:{proc.metrics_port}/status/")
+    # one self-contained page: no external scripts, styles or images
+    assert code == 200 and b"status.json" in html
+    assert b" src=" not in html and b"<link" not in html and b"@import" not in html
+    assert status(proc, "/status/")["models"]
+    assert http_get(f"http://127.0.0.1:{proc.metrics_port}/")[0] == 404
+    assert http_get(f"http://127.0.0.1:{proc.metrics_port}/metrics")[0] == 200
+
+    off = naiad("--model-repository", str(repo), "--status-page=false")
+    assert http_get(f"http://127.0.0.1:{off.metrics_port}/")[0] == 404
+    assert http_get(f"http://127.0.0.1:{off.metrics_port}/status.json")[0] == 404
+    assert http_get(f"http://127.0.0.1:{off.metrics_port}/metrics")[0] == 200
