@@ -8,27 +8,7 @@ import json
 import os
 import time
 
-import numpy as np
-import tritonclient.http as httpclient
-
-from support.models import IDENTITY_MODEL, identity_config, write_model
 from support.naiad_process import http_get
-
-
-def repo_with_identity(tmp_path):
-    repo = tmp_path / "models"
-    write_model(repo, "identity", identity_config("identity"), IDENTITY_MODEL)
-    return repo
-
-
-def infer_n(proc, n: int) -> None:
-    client = httpclient.InferenceServerClient(proc.http_address)
-    data = np.arange(4, dtype=np.float32)
-    for _ in range(n):
-        inp = httpclient.InferInput("INPUT0", list(data.shape), "FP32")
-        inp.set_data_from_numpy(data)
-        assert np.array_equal(client.infer("identity", [inp]).as_numpy("OUTPUT0"), data)
-    client.close()
 
 
 def status(proc, path: str = "/") -> dict:
@@ -52,8 +32,8 @@ def wait_for(pred, timeout: float = 10.0):
     raise AssertionError("condition not met in time")
 
 
-def test_status_json_follows_inferences(naiad, tmp_path):
-    proc = naiad("--model-repository", str(repo_with_identity(tmp_path)), "--metrics-interval-ms=100",
+def test_status_json_follows_inferences(naiad, tmp_path, identity_repo, infer_identity):
+    proc = naiad("--model-repository", str(identity_repo), "--metrics-interval-ms=100",
                  config="[services.status]\ninterval_s = 0.2\nwindow_s = 60\n")
     s = status(proc)
     assert {"name": "identity", "version": "1", "state": "READY", "reason": ""} in s["models"]
@@ -69,7 +49,7 @@ def test_status_json_follows_inferences(naiad, tmp_path):
 
     before = wait_for(lambda: series_of(status(proc), "identity")["t"] and series_of(status(proc), "identity"))
     assert before["count"] == 0 and max(before["rps"]) == 0
-    infer_n(proc, 25)
+    infer_identity(proc, 25)
     after = wait_for(lambda: (x := series_of(status(proc), "identity"))["count"] == 25 and max(x["rps"]) > 0 and x)
     assert len(after["t"]) == len(after["rps"]) == len(after["p50_ms"]) == len(after["p99_ms"]) == len(after["queue"])
     assert after["t"] == sorted(after["t"])
@@ -80,8 +60,8 @@ def test_status_json_follows_inferences(naiad, tmp_path):
     assert 20 <= total <= 30, total
 
 
-def test_page_path_and_flag(naiad, tmp_path):
-    repo = repo_with_identity(tmp_path)
+def test_page_path_and_flag(naiad, identity_repo):
+    repo = identity_repo
     proc = naiad("--model-repository", str(repo), config='[services.status]\npath = "/status"\n')
     code, html = http_get(f"http://127.0.0.1:{proc.metrics_port}/status/")
     # one self-contained page: no external scripts, styles or images
