@@ -29,7 +29,7 @@ def request_encoding(content_encoding: str | None) -> str:
     raise HttpError("Unsupported compression type", ErrorCode.UNSUPPORTED, {"Accept-Encoding": "gzip, deflate"})
 
 
-def decompress(body: bytes | bytearray | memoryview, encoding: str, limit: int) -> bytes:
+def decompress(body: bytes | bytearray | memoryview, encoding: str, limit: int) -> bytearray:
     """Inflate `body` (gzip or zlib-wrapped deflate; raw deflate is accepted too), never
     producing more than `limit` bytes."""
     if encoding == GZIP:
@@ -47,11 +47,23 @@ def decompress(body: bytes | bytearray | memoryview, encoding: str, limit: int) 
         raise InferenceError.invalid(f"failed to decompress the request body ({encoding}): {exc}") from None
 
 
-def _inflate(body: bytes | bytearray | memoryview, wbits: int, limit: int) -> bytes:
+# Inflate in steps of this much output, so a bomb is stopped at the limit with one step's
+# slack, and the output is never held twice (one `decompress` call joins its blocks).
+_STEP = 1 << 20
+
+
+def _inflate(body: bytes | bytearray | memoryview, wbits: int, limit: int) -> bytearray:
     d = zlib.decompressobj(wbits)
-    out = d.decompress(body, limit + 1)
-    if len(out) > limit:
-        raise BodyTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    out = bytearray()
+    pending: bytes | bytearray | memoryview = body
+    while not d.eof:
+        step = d.decompress(pending, _STEP)
+        out += step
+        if len(out) > limit:
+            raise BodyTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+        pending = d.unconsumed_tail
+        if not pending and len(step) < _STEP:  # all input taken and nothing held back
+            break
     if not d.eof:
         raise zlib.error("incomplete or truncated stream")
     return out

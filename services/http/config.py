@@ -50,6 +50,9 @@ class HttpConfig:
     max_body_bytes: int = setting(
         1 << 30, "largest request body accepted, after decompression (bytes); larger gets 413", "", minimum=1)
     keepalive_timeout_secs: float = setting(75.0, "idle keep-alive connections close after this", "", minimum=0)
+    max_decompressed_bytes: int = setting(
+        64 << 20, "largest gzip/deflate request body once inflated (bytes; checked while inflating, "
+        "and never above max_body_bytes); larger gets 413", "", minimum=1)
     max_header_bytes: int = setting(
         64 << 10, "largest request line and header fields together (bytes); larger gets 431", "", minimum=256)
     max_headers: int = setting(100, "most header fields in a request; more gets 431", "", minimum=1)

@@ -155,6 +155,7 @@ class HttpRoutes:
         self.config = config
         self.offload_bytes = config.offload_bytes
         self.max_body_bytes = config.max_body_bytes
+        self.max_inflated_bytes = min(config.max_body_bytes, config.max_decompressed_bytes)
         pattern = config.header_forward_pattern
         self.forward_re = header_forward.compile_pattern(pattern)  # None when not forwarding
 
@@ -178,8 +179,8 @@ class HttpRoutes:
             return body
         try:
             if len(body) > _INLINE_INFLATE:
-                return await self._offload(compression.decompress, body, encoding, self.max_body_bytes)
-            return compression.decompress(body, encoding, self.max_body_bytes)
+                return await self._offload(compression.decompress, body, encoding, self.max_inflated_bytes)
+            return compression.decompress(body, encoding, self.max_inflated_bytes)
         except compression.BodyTooLarge as exc:
             raise _TooLarge(exc.message) from None
 

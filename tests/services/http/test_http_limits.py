@@ -4,15 +4,18 @@ descriptors neither spins the server nor costs it a service."""
 
 from __future__ import annotations
 
+import functools
 import resource
 import socket
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 # `server`: a `naiad serve` per transport (native, aiohttp), as the hardening tests start it.
-from test_http_hardening import READY, ask_ready, connect, read_reply, server, start_on, status_of  # noqa: F401
+from test_http_hardening import (  # noqa: F401
+    READY, ask_ready, connect, memory_kib, read_reply, server, start_on, status_of)
 
 GET_KEEPALIVE = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"
 POST_INDEX = b"POST /v2/repository/index HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
@@ -167,3 +170,31 @@ def test_connection_limit(limited):
     while ask_ready(limited.http_port) != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ask_ready(limited.http_port) == 200
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """About 1 MiB of gzip that inflates to 1 GiB of zeros."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 24)
+    return b"".join([c.compress(zeros) for _ in range(64)] + [c.flush()])
+
+
+def test_gzip_bomb_refused_with_bounded_memory(server):
+    """1 MiB of gzip that inflates to 1 GiB: 413 once the default inflate limit is passed,
+    within seconds and without the server growing by the bomb's size."""
+    bomb = gzip_bomb()
+    body_head = (b"POST /v2/models/m/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 b"Content-Encoding: gzip\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(bomb))
+    pid = server.proc.pid
+    before = memory_kib(pid, "VmRSS")
+    start = time.monotonic()
+    with connect(server.http_port) as sock:
+        sock.sendall(body_head + bomb)
+        reply, _ = read_reply(sock, 30)
+    elapsed = time.monotonic() - start
+    assert status_of(reply) == 413, reply[:300]
+    assert b"exceeds the limit of 67108864 bytes" in reply
+    assert elapsed < 10, f"the bomb took {elapsed:.1f} s to refuse"
+    grown = memory_kib(pid, "VmHWM") - before
+    assert grown < 256 << 10, f"the server grew by {grown >> 10} MiB inflating the bomb"
