@@ -7,8 +7,9 @@ VENV   ?= .venv
 PIP    := $(VENV)/bin/pip
 PY     := $(VENV)/bin/python
 # System libraries: jemalloc (allocator = "jemalloc"), libb64 (perf_analyzer), and the
-# native front ends' (pkg-config, grpc++, protobuf, libevent; optional: naiad builds without them).
-APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc
+# native front ends' (pkg-config, grpc++, protobuf, libevent; optional: naiad builds without them),
+# and prometheus (the metrics tests scrape with a real one; skipped without it).
+APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc chromium chromium-driver prometheus
 
 .PHONY: serve test conformance install install-test system-deps debug clean
 

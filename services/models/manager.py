@@ -27,7 +27,7 @@ from naiad.kernel.inference.messages import ModelIndexEntry, ModelStateChanged
 from . import ensemble, instances
 from . import repository as repo
 from .lifecycle import LoadedVersion, ModelRecord, State
-from .recorder import StatsRecorder
+from .recorder import StatsRecorder, first_response_bounds
 from .scheduling import SchedulingContext
 
 log = logging.getLogger("naiad.services.models")
@@ -274,7 +274,7 @@ class ModelManager:
                              config: Any, backend: Backend) -> LoadedVersion:
         started = time.monotonic()
         spec = ModelSpec(name=name, version=version, repository=location_repo, model_dir=model_dir, config=config)
-        lv = LoadedVersion(spec, backend, StatsRecorder(name, version))
+        lv = LoadedVersion(spec, backend, StatsRecorder(name, version, first_response_bounds(config, log)))
         lv.load_labels()
         planned = instances.plan(config)
         lv.instances = await instances.create(backend, spec, planned, lv.recorder)

@@ -57,11 +57,38 @@ class Ran(NamedTuple):
     watch: AnswerWatch | None  # None: decoupled (it succeeded unless the execution failed)
 
 
+# The core families whose buckets a model config's `model_metrics` may set (Triton 24.11+).
+HISTOGRAM_FAMILIES = ("nv_inference_first_response_histogram_ms",)
+
+
+def first_response_bounds(config: Any, log: Any) -> tuple[float, ...] | None:
+    """The buckets `model_metrics.metric_control` sets for the first-response histogram
+    (the last entry naming it wins, as in Triton), or None for the default ones. Raises
+    InferenceError for buckets that do not increase (Triton's prometheus-cpp refuses them)."""
+    bounds = None
+    if not config.HasField("model_metrics"):
+        return None
+    for control in config.model_metrics.metric_control:
+        family = control.metric_identifier.family
+        if family not in HISTOGRAM_FAMILIES:
+            log.warning("Metric family '%s' in 'metric_identifier' is not a customizable metric in Triton core.",
+                        family)
+            continue
+        bounds = tuple(control.histogram_options.buckets)
+        if any(later <= earlier for earlier, later in zip(bounds, bounds[1:])):
+            raise InferenceError.invalid(
+                f"model '{config.name}': the buckets of '{family}' must be strictly increasing, got {list(bounds)}")
+    return bounds
+
+
 class StatsRecorder:
     __slots__ = ("stats",)
 
-    def __init__(self, name: str, version: int) -> None:
+    def __init__(self, name: str, version: int, first_response_bounds: tuple[float, ...] | None = None) -> None:
         self.stats = ModelStatistics(name=name, version=str(version))
+        if first_response_bounds is not None:
+            self.stats.first_response_bounds = first_response_bounds
+            self.stats.first_response_counts = [0] * (len(first_response_bounds) + 1)
 
     def queued(self) -> None:
         self.stats.pending_requests += 1
