@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
+from support.models import identity_config, write_model
 from support.naiad_process import http_get
 
 
@@ -59,19 +61,33 @@ def test_status_json_follows_inferences(naiad, tmp_path, identity_repo, infer_id
     total = sum(r * (t1 - t0) for r, t0, t1 in zip(after["rps"][1:], after["t"], after["t"][1:]))
     assert 20 <= total <= 30, total
 
+    # a stub killed from outside: restarted, with a new PID and the restart counted
+    os.kill(stub["pid"], signal.SIGKILL)
+    again = wait_for(lambda: [p for p in status(proc)["stubs"] if p["model"] == "identity" and p["restarts"] == 1
+                              and p["pid"] not in (None, stub["pid"])], timeout=20)
+    assert again[0]["rss_bytes"] > 1 << 20
+
+
+BROKEN_MODEL = "raise RuntimeError('cannot start')\n"
+
 
 def test_page_path_and_flag(naiad, identity_repo):
     repo = identity_repo
-    proc = naiad("--model-repository", str(repo), config='[services.status]\npath = "/status"\n')
+    write_model(repo, "broken", identity_config("broken"), BROKEN_MODEL)
+    proc = naiad("--model-repository", str(repo), "--exit-on-error=false", "--strict-readiness=false",
+                 config='[services.status]\npath = "/status"\n')
     code, html = http_get(f"http://127.0.0.1:{proc.metrics_port}/status/")
     # one self-contained page: no external scripts, styles or images
     assert code == 200 and b"status.json" in html
     assert b" src=" not in html and b"<link" not in html and b"@import" not in html
-    assert status(proc, "/status/")["models"]
+    models = {m["name"]: m for m in status(proc, "/status/")["models"]}
+    assert models["identity"]["state"] == "READY"
+    assert models["broken"]["state"] == "UNAVAILABLE" and "cannot start" in models["broken"]["reason"]
     assert http_get(f"http://127.0.0.1:{proc.metrics_port}/")[0] == 404
     assert http_get(f"http://127.0.0.1:{proc.metrics_port}/metrics")[0] == 200
 
-    off = naiad("--model-repository", str(repo), "--status-page=false")
+    off = naiad("--model-repository", str(repo), "--exit-on-error=false", "--strict-readiness=false",
+                "--status-page=false")
     assert http_get(f"http://127.0.0.1:{off.metrics_port}/")[0] == 404
     assert http_get(f"http://127.0.0.1:{off.metrics_port}/status.json")[0] == 404
     assert http_get(f"http://127.0.0.1:{off.metrics_port}/metrics")[0] == 200
