@@ -2,7 +2,7 @@
 per-model series, and answers `PageQuery` so that the metrics service serves its page at
 `path` and the page's data at `<path>status.json` (the page polls it once a second).
 
-It serves no port of its own: with the metrics service off there is no page.
+It serves no port of its own: with the metrics service off there is no page, and no sampling.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ class StatusService(Service):
 
     async def start(self) -> None:
         self.started = time.time()
+        metrics = self.context.config.services.get("metrics")
+        if metrics is None or not metrics.enabled:  # nobody can see the page: sample nothing
+            self.log.info("status page off: the metrics service that serves it is not enabled")
+            return
         self.spawn(self._sample_forever(), "sample")
 
     # ------------------------------------------------------------------ sampling --
