@@ -32,6 +32,7 @@ BUILTIN_SERVICES: dict[str, str] = {
     "metrics": "naiad.services.metrics:MetricsService",
     "tracing": "naiad.services.tracing:TracingService",
     "status": "naiad.services.status:StatusService",
+    "openai": "naiad.services.openai:OpenAIService",
 }
 
 
@@ -151,10 +152,10 @@ def _service_section(name: str, table: dict[str, Any], source: str) -> ServiceSe
                 f"{where}: unknown service '{name}' (built-in services: {known}; "
                 f"a third-party service needs module = \"package.module:Class\")"
             )
-    enabled = table.pop("enabled", True)
+    cls = _load_service_class(name, module, where)
+    enabled = table.pop("enabled", getattr(cls, "enabled_by_default", True))  # off-by-default services
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}.enabled: expected a boolean (true or false), got {enabled!r}")
-    cls = _load_service_class(name, module, where)
     essential = table.pop("essential", cls.essential)
     if not isinstance(essential, bool):
         raise ConfigError(f"{where}.essential: expected a boolean (true or false), got {essential!r}")

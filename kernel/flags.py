@@ -98,6 +98,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-restricted-api", target="services.http.restricted_api", repeat=True),
     # ---- gRPC
     Flag("--status-page", "bool", "services.status.enabled"),
+    # ---- OpenAI-compatible service (naiad; key flag as Triton's openai frontend names it)
+    Flag("--allow-openai", "bool", "services.openai.enabled"),
+    Flag("--openai-port", "port", "services.openai.port"),
+    Flag("--openai-address", target="services.openai.address"),
+    Flag("--openai-api-key", target="services.openai.api_key"),
     Flag("--allow-grpc", "bool", "services.grpc.enabled"),
     Flag("--grpc-port", "port", "services.grpc.port"),
     Flag("--grpc-address", target="services.grpc.host"),

@@ -113,15 +113,18 @@ def reference_markdown() -> str:
     from .schema import reference
 
     sections: list[tuple[str, type]] = [("server", ServerConfig), ("log", LogConfig), ("cache", CacheConfig)]
+    enabled: dict[str, bool] = {}
     for name, spec in BUILTIN_SERVICES.items():
-        sections.append((f"services.{name}", import_from_string(spec).Config))
+        cls = import_from_string(spec)
+        enabled[f"services.{name}"] = getattr(cls, "enabled_by_default", True)
+        sections.append((f"services.{name}", cls.Config))
     out = []
     for title, cls in sections:
         out.append(f"#### `[{title}]`\n")
         out.append("| key | default | Triton flag | meaning |")
         out.append("| --- | --- | --- | --- |")
         if title.startswith("services."):
-            out.append("| `enabled` | `True` | `--allow-...` where Triton has one | run this service |")
+            out.append(f"| `enabled` | `{enabled[title]}` | `--allow-...` where Triton has one | run this service |")
         for key, default, flag, doc in reference(cls, ""):
             out.append(f"| `{key}` | `{default}` | {f'`{flag}`' if flag else ''} | {doc} |")
         out.append("")
