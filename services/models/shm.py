@@ -2,7 +2,9 @@
 
 A system region is a POSIX shared-memory object (`/dev/shm/<key>`) mapped once at
 registration; inputs are read as views over the mapping (no copy) and outputs written
-into it. Every offset and size is checked against the registered window.
+into it. Every offset and size is checked against the registered window, and, at each use,
+against the object's current size: a client may truncate it after registering, and touching
+a page past its end would kill the server with SIGBUS.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ _SHM_ROOT = "/dev/shm"
 
 
 class _Region:
-    __slots__ = ("info", "mapping", "view")
+    __slots__ = ("info", "mapping", "view", "fd")
 
-    def __init__(self, info: SystemShmRegion, mapping: mmap.mmap) -> None:
+    def __init__(self, info: SystemShmRegion, mapping: mmap.mmap, fd: int) -> None:
         self.info = info
         self.mapping = mapping
         self.view = memoryview(mapping)[info.offset: info.offset + info.byte_size]
+        self.fd = fd  # kept open to fstat the object at each use
+
+    def current_size(self) -> int:
+        return os.fstat(self.fd).st_size
 
     def close(self) -> None:
+        os.close(self.fd)
         self.view.release()
         try:
             self.mapping.close()
@@ -68,9 +75,10 @@ class SharedMemoryRegistry:
                     f"failed to register shared memory region '{name}': unable to process address space"
                     f"{os.strerror(errno.EINVAL)}")
             mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
+        except BaseException:
             os.close(fd)
-        self._system[name] = _Region(SystemShmRegion(name, key, offset, byte_size), mapping)
+            raise
+        self._system[name] = _Region(SystemShmRegion(name, key, offset, byte_size), mapping, fd)
 
     def unregister_system(self, name: str = "") -> None:
         names = [name] if name else list(self._system)
@@ -137,6 +145,11 @@ class SharedMemoryRegistry:
         if ref.offset < 0 or ref.offset > last:
             raise InferenceError.invalid(f"Invalid offset for shared memory region: '{ref.region}'")
         if ref.byte_size < 0 or (ref.offset + ref.byte_size - 1) % (1 << 64) > last:
+            raise InferenceError.invalid(
+                f"Invalid offset + byte size for shared memory region: '{ref.region}'")
+        # The object may have shrunk since registration: a window past its current end is
+        # out of bounds too (same words), checked before the mapping is touched.
+        if region.info.offset + ref.offset + ref.byte_size > region.current_size():
             raise InferenceError.invalid(
                 f"Invalid offset + byte size for shared memory region: '{ref.region}'")
         return region.view[ref.offset: ref.offset + ref.byte_size]
