@@ -69,3 +69,26 @@ class TraceHub:
 
     def __init__(self) -> None:
         self.tracer: Tracer | None = None
+
+    def begin(self, request: Any, headers: Mapping[str, str] | None, recv: tuple[str, str],
+              recv_start_ns: int | None = None) -> Trace | None:
+        """Sample a trace for `request` (an InferenceRequest) and stamp its two receive
+        activities (`recv`, e.g. HTTP_RECV_START/END); it rides on `request.trace`. For the
+        protocols whose responses stream: they call `end_stream` after the last one."""
+        tracer = self.tracer
+        if tracer is None:
+            return None
+        trace = tracer.sample(request.model_name, request.id, headers)
+        if trace is not None:
+            trace.stamp(recv[0], recv_start_ns)
+            trace.stamp(recv[1])
+            request.trace = trace
+        return trace
+
+
+def end_stream(trace: Trace | None, send: tuple[str, str], send_start_ns: int | None = None) -> None:
+    """A streamed request's last response is written: stamp the send activities, hand the trace over."""
+    if trace is not None:
+        trace.stamp(send[0], send_start_ns)
+        trace.stamp(send[1])
+        trace.finish()

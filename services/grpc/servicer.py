@@ -27,6 +27,7 @@ from naiad.kernel import header_forward
 from naiad.kernel.bus import Bus, NoHandler
 from naiad.kernel.inference import messages as m
 from naiad.kernel.inference.errors import InferenceError
+from naiad.kernel.inference.trace import end_stream
 from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, ResponseSink
 from naiad.kernel.lifecycle import Lifecycle
 from naiad.kernel.messages import ServerLiveQuery, ServerReadyQuery
@@ -468,6 +469,9 @@ class _Stream:
             sink.fail_early(exc)
             return
         sink.request = request
+        traces = servicer.traces
+        if traces is not None and traces.tracer is not None:
+            traces.begin(request, dict(self.call.metadata()), _GRPC_READ)
         self.live.add(sink)
         try:
             await servicer.bus.request(m.StreamInfer(request, sink))
@@ -477,6 +481,10 @@ class _Stream:
         except Exception as exc:  # refused before it was queued: answered with the id only
             self.live.discard(sink)
             sink.fail_early(error_of(exc))
+
+
+_GRPC_READ = ("GRPC_WAITREAD_START", "GRPC_WAITREAD_END")
+_GRPC_SEND = ("GRPC_SEND_START", "GRPC_SEND_END")
 
 
 class _StreamSink(ResponseSink):
@@ -499,6 +507,8 @@ class _StreamSink(ResponseSink):
         if final:
             self.done = True
             self.stream.live.discard(self)
+            if self.request is not None:  # its last reply is queued for the writer: the trace ends
+                end_stream(self.request.trace, _GRPC_SEND)
         if self.ordered:
             self.buffer.append((reply, final))
             self.stream.flush_ordered()

@@ -34,6 +34,7 @@ from naiad.kernel.inference.messages import (
     TraceSettingRequest,
     UnloadModel,
 )
+from naiad.kernel.inference.trace import end_stream
 from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, QueueSink, ResponseSink
 from naiad.kernel.messages import ServerLiveQuery, ServerReadyQuery
 
@@ -287,6 +288,8 @@ class HttpRoutes:
             infer_request = await self._offload(decode_generate, body, meta, model, version)
         else:
             infer_request = decode_generate(body, meta, model, version)
+        if self.traces is not None:  # generate's transport sends and ends it; generate_stream's _sse_events
+            request.trace = self.traces.begin(infer_request, request.headers, _HTTP_RECV, request.recv_ns or None)
         sink = QueueSink()
         return infer_request, sink
 
@@ -308,6 +311,7 @@ class HttpRoutes:
 
     async def generate_stream(self, request: HttpRequest) -> HttpResponse:
         infer_request, sink = await self._generate_request(request)
+        request.trace = None  # the stream's end, not the transport, ends this trace
         await self.bus.request(StreamInfer(infer_request, sink))
         # As Triton, the status line waits for the first response and reflects it.
         first = await sink.queue.get()
@@ -476,11 +480,16 @@ def _render_generate(item: Any) -> bytes | InferenceError:
         return exc
 
 
+_HTTP_RECV = ("HTTP_RECV_START", "HTTP_RECV_END")
+_HTTP_SEND = ("HTTP_SEND_START", "HTTP_SEND_END")
+
+
 async def _sse_events(first: bytes | InferenceError | None, sink: QueueSink,
                       request: InferenceRequest) -> AsyncIterator[bytes]:
     """`data: <json>\\n\\n` per response, `data: {"error": ...}\\n\\n` per failure; if the
     client goes away first, the request is cancelled."""
     finished = first is None
+    send_start = time.monotonic_ns()
     try:
         item = first
         while item is not None:
@@ -496,6 +505,7 @@ async def _sse_events(first: bytes | InferenceError | None, sink: QueueSink,
     finally:
         if not finished:
             request.cancel.cancel()
+        end_stream(request.trace, _HTTP_SEND, send_start)
 
 
 def build_router(bus: Bus, config: HttpConfig | None = None, traces: Any = None) -> Router:

@@ -14,13 +14,17 @@ from naiad.kernel.bus import BusError
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.messages import (ModelConfigQuery, ModelIsDecoupledQuery, ModelMetadataQuery,
                                              RepositoryIndexQuery, StreamInfer)
-from naiad.kernel.inference.types import InferenceResponse, QueueSink
+from naiad.kernel.inference.trace import end_stream
+from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, QueueSink
 from naiad.kernel.service import Service
 
 from .config import OpenAIConfig
 from .mapping import BadRequest, build_request, chat_prompt, count_tokens, embedding, response_text
 
 _JSON = "application/json"
+# Traced as the HTTP protocol's activities: this is HTTP too.
+_RECV = ("HTTP_RECV_START", "HTTP_RECV_END")
+_SEND = ("HTTP_SEND_START", "HTTP_SEND_END")
 
 
 def _error(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> web.Response:
@@ -121,7 +125,18 @@ class OpenAIService(Service):
 
     # ------------------------------------------------------------------ inference --
 
-    async def _stream(self, model: str, prompt: str, body: dict) -> AsyncIterator[str]:
+    async def _submit(self, req: InferenceRequest, headers: Any) -> QueueSink:
+        """Send `req` to the models service (traced when the tracing service samples it)."""
+        self.context.traces.begin(req, headers, _RECV)
+        sink = QueueSink()
+        try:
+            await self.bus.request(StreamInfer(req, sink))
+        except BaseException:
+            end_stream(req.trace, _SEND)
+            raise
+        return sink
+
+    async def _stream(self, model: str, prompt: str, body: dict, headers: Any) -> AsyncIterator[str]:
         """Submits one request and yields text pieces as the model sends them."""
         meta = await self.bus.request(ModelMetadataQuery(model))
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or self.config.default_max_tokens
@@ -129,14 +144,14 @@ class OpenAIService(Service):
             raise BadRequest("'max_tokens' must be a positive integer", "max_tokens")
         decoupled = await self.bus.request(ModelIsDecoupledQuery(model))
         req = build_request(model, meta, prompt, body, max_tokens, bool(body.get("stream")) and decoupled)
-        sink = QueueSink()
-        await self.bus.request(StreamInfer(req, sink))
+        sink = await self._submit(req, headers)
         try:
             async for response in sink:
                 yield response_text(response)
         finally:
             if not sink.done:  # the client went away: let the model stop generating
                 req.cancel.cancel()
+            end_stream(req.trace, _SEND)
 
     async def _template(self, model: str) -> str | None:
         config = await self.bus.request(ModelConfigQuery(model))
@@ -162,7 +177,7 @@ class OpenAIService(Service):
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
-        pieces = self._stream(model, prompt, body)
+        pieces = self._stream(model, prompt, body, request.headers)
         if not body.get("stream"):
             text = "".join([p async for p in pieces])
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
@@ -218,9 +233,12 @@ class OpenAIService(Service):
         meta = await self.bus.request(ModelMetadataQuery(model))
         data, prompt_tokens = [], 0
         for i, text in enumerate(texts):
-            sink = QueueSink()
-            await self.bus.request(StreamInfer(build_request(model, meta, text, body, 1, False), sink))
-            responses: list[InferenceResponse] = [r async for r in sink]
+            req = build_request(model, meta, text, body, 1, False)
+            sink = await self._submit(req, request.headers)
+            try:
+                responses: list[InferenceResponse] = [r async for r in sink]
+            finally:
+                end_stream(req.trace, _SEND)
             if not responses:
                 raise InferenceError.internal(f"model '{model}' sent no response")
             data.append({"object": "embedding", "index": i, "embedding": embedding(responses[0])})
