@@ -11,6 +11,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from support.manifests import adapter_rule
 from support.models import identity_config, write_model
 from support.prometheus import BINARY, SKIP_REASON, Prometheus
 
@@ -110,3 +111,9 @@ def test_prometheus_scrapes_naiad(stack) -> None:
     ratio = _scalar(prom.wait_for(QUEUE_RATIO, lambda r: len(r) == 1 and float(r[0]["value"][1]) > 0))
     print(f"queue-time ratio {ratio:.0f} us per request; p50 first response {p50:.0f} ms")
     assert 0 < ratio < queued_us
+
+    # The Prometheus adapter's rule in deploy/kubernetes/, as the adapter expands it for one
+    # job (in a cluster: for the pods of a namespace), answers the same signal.
+    query = adapter_rule()["metricsQuery"].replace("<<.LabelMatchers>>", 'job="naiad"').replace("<<.GroupBy>>", "job")
+    (row,) = prom.wait_for(query, lambda r: len(r) == 1 and float(r[0]["value"][1]) > 0)
+    assert row["metric"] == {"job": "naiad"}
