@@ -18,7 +18,8 @@ class MetricsConfig:
     interval_ms: float = setting(2000.0, "how often CPU and GPU figures are sampled (ms)", "--metrics-interval-ms",
                                  minimum=1)
     metrics_config: list[str] = setting(
-        [], "counter_latencies=<bool>, summary_latencies=<bool>, summary_quantiles=<q>:<err>,...",
+        [], "counter_latencies=<bool>, histogram_latencies=<bool>, summary_latencies=<bool>, "
+        "summary_quantiles=<q>:<err>,...",
         "--metrics-config")
 
     def validate(self) -> None:
