@@ -7,11 +7,12 @@ VENV   ?= .venv
 PIP    := $(VENV)/bin/pip
 PY     := $(VENV)/bin/python
 # System libraries: jemalloc (allocator = "jemalloc"), libb64 (perf_analyzer), and the
-# native front ends' (pkg-config, grpc++, protobuf, libevent; optional: naiad builds without them),
-# and prometheus (the metrics tests scrape with a real one; skipped without it).
-APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc chromium chromium-driver prometheus
+# native front ends' (pkg-config, grpc++, protobuf, libevent; optional: naiad builds without them).
+APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc
+# Only the tests use these: a real browser for the status page, a real Prometheus.
+APT_TEST_PACKAGES := chromium chromium-driver prometheus
 
-.PHONY: serve test conformance install install-test system-deps debug clean
+.PHONY: serve test conformance install install-test system-deps test-system-deps debug clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +24,16 @@ system-deps:
 		|| echo "note: could not install $(APT_PACKAGES); jemalloc tests will be skipped"; \
 	fi
 
+test-system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TEST_PACKAGES) >/dev/null) \
+		|| echo "note: could not install $(APT_TEST_PACKAGES); the browser and Prometheus tests will be skipped"; \
+	fi
+
 install: $(VENV)/bin/activate system-deps
 	$(PIP) install -q -e .
 
-install-test: $(VENV)/bin/activate system-deps
+install-test: $(VENV)/bin/activate system-deps test-system-deps
 	$(PIP) install -q -e ".[test]"
 
 serve: install
