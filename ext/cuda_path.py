@@ -308,7 +308,7 @@ class _PythonCopies:
 
     def gather_to_device(self, dst: int, staging: Any, sources: list, stream: int) -> list[int]:
         offsets = self.gather(staging, sources)
-        total = sum(memoryview(s).nbytes for s in sources)
+        total = offsets[-1] + memoryview(sources[-1]).nbytes if sources else 0
         self.copy_h2d(dst, staging, stream, total)
         return offsets
 

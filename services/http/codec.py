@@ -528,12 +528,6 @@ def json_data(tensor: Tensor) -> list:
     return arr.reshape(-1).tolist()
 
 
-def _finite(values: list) -> bool:
-    """Whether a float list has no NaN/inf (orjson writes those as null; json, as Triton
-    does, as NaN/Infinity)."""
-    return math.isfinite(math.fsum(values)) if values else True
-
-
 def dumps(doc: Any, floats_finite: bool = True) -> bytes:
     """UTF-8 JSON text of `doc`, compact, as `json.dumps(ensure_ascii=False)` writes it.
     orjson writes it where it can (same text for str, int, float and bool; 20x faster);
@@ -589,9 +583,9 @@ def encode_infer(response: InferenceResponse, plan: ResponsePlan, encoding: str 
                 if n:
                     blobs.append(raw)
             else:
-                entry["data"] = data = json_data(t)
+                entry["data"] = json_data(t)
                 if finite and t.datatype in ("FP32", "FP64"):
-                    finite = _finite(data)
+                    finite = bool(np.isfinite(t.array).all())
         outputs.append(entry)
     doc["outputs"] = outputs
     header = dumps(doc, finite)

@@ -52,6 +52,24 @@ class TritonPythonModel:
 '''
 
 
+# Answers a request whose INPUT0 starts negative with an error ("negative input").
+NEGATIVE_REFUSING_MODEL = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            t = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
+            if t[0] < 0:
+                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("negative input")))
+            else:
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", t)]))
+        return out
+'''
+
+
 def identity_config(name: str, datatype: str = "TYPE_FP32", dims: str = "[ -1 ]", max_batch_size: int = 0,
                     extra: str = "") -> str:
     return textwrap.dedent(f"""

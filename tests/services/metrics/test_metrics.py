@@ -14,24 +14,8 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from support.models import IDENTITY_MODEL, identity_config, write_model
+from support.models import IDENTITY_MODEL, NEGATIVE_REFUSING_MODEL, identity_config, write_model
 
-FAILING_MODEL = '''
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        out = []
-        for r in requests:
-            t = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
-            if t[0] < 0:
-                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("negative input")))
-            else:
-                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", t)]))
-        return out
-'''
 
 _LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -66,7 +50,7 @@ def _repo(tmp_path):
     repo = tmp_path / "models"
     write_model(repo, "ident", identity_config("ident", extra='metric_tags { key: "team" value: "vision" }'),
                 IDENTITY_MODEL)
-    write_model(repo, "failing", identity_config("failing"), FAILING_MODEL)
+    write_model(repo, "failing", identity_config("failing"), NEGATIVE_REFUSING_MODEL)
     return repo
 
 

@@ -10,30 +10,12 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from support.metrics import scrape, value
-from support.models import DELAYED_IDENTITY_MODEL, identity_config, write_model
-
-# Answers a negative input with an error (the model's own words reach the client).
-FAILING_MODEL = '''
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        out = []
-        for r in requests:
-            t = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
-            if t[0] < 0:
-                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("negative input")))
-            else:
-                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", t)]))
-        return out
-'''
-
+from support.models import DELAYED_IDENTITY_MODEL, NEGATIVE_REFUSING_MODEL, identity_config, write_model
 
 @pytest.fixture
 def server(naiad, tmp_path):
     repo = tmp_path / "repo"
-    write_model(repo, "picky", identity_config("picky", dims="[ 1 ]"), FAILING_MODEL)
+    write_model(repo, "picky", identity_config("picky", dims="[ 1 ]"), NEGATIVE_REFUSING_MODEL)
     return naiad(f"--model-repository={repo}", "--metrics-config=histogram_latencies=true",
                  "--pinned-memory-pool-byte-size=1048576")
 
@@ -80,9 +62,9 @@ def test_per_model_buckets(naiad, tmp_path) -> None:
         {_metric_control(family, "[ 1, 10, 250.5 ]")}""")
     write_model(repo, "tuned", delayed, DELAYED_IDENTITY_MODEL)
     write_model(repo, "plain", identity_config("plain", dims="[ 1 ]",
-                                               extra=_metric_control("nv_inference_count", "[ 1 ]")), FAILING_MODEL)
+                                               extra=_metric_control("nv_inference_count", "[ 1 ]")), NEGATIVE_REFUSING_MODEL)
     write_model(repo, "unsorted", identity_config("unsorted", dims="[ 1 ]", extra=_metric_control(family, "[ 5, 1 ]")),
-                FAILING_MODEL)
+                NEGATIVE_REFUSING_MODEL)
     proc = naiad(f"--model-repository={repo}", "--metrics-config=histogram_latencies=true", "--exit-on-error=false",
                  "--strict-readiness=false")
     for model in ("tuned", "plain"):

@@ -54,20 +54,20 @@ def _counts(server) -> tuple[int, int]:
     return s["success"]["count"], s["fail"]["count"]
 
 
-def _http(server, word: bytes, classify: bool) -> None:
-    client = httpclient.InferenceServerClient(server.http_address)
-    inp = httpclient.InferInput("INPUT0", [1], "BYTES")
+def _send(client_module, address: str, word: bytes, classify: bool) -> None:
+    client = client_module.InferenceServerClient(address)
+    inp = client_module.InferInput("INPUT0", [1], "BYTES")
     inp.set_data_from_numpy(np.array([word], dtype=object))
-    out = [httpclient.InferRequestedOutput("OUTPUT0", class_count=1 if classify else 0)]
+    out = [client_module.InferRequestedOutput("OUTPUT0", class_count=1 if classify else 0)]
     client.infer("picky", [inp], outputs=out)
+
+
+def _http(server, word: bytes, classify: bool) -> None:
+    _send(httpclient, server.http_address, word, classify)
 
 
 def _grpc(server, word: bytes, classify: bool) -> None:
-    client = grpcclient.InferenceServerClient(server.grpc_address)
-    inp = grpcclient.InferInput("INPUT0", [1], "BYTES")
-    inp.set_data_from_numpy(np.array([word], dtype=object))
-    out = [grpcclient.InferRequestedOutput("OUTPUT0", class_count=1 if classify else 0)]
-    client.infer("picky", [inp], outputs=out)
+    _send(grpcclient, server.grpc_address, word, classify)
 
 
 @pytest.mark.parametrize("send", [_http, _grpc], ids=["http", "grpc"])
