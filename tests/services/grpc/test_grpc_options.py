@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from grpc_test_models import add_sub, repeat
+from support.grpc_models import add_sub, repeat
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402

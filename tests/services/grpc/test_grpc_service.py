@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from grpc_test_models import (
+from support.grpc_models import (
     CONFIG_TYPE,
     add_sub,
     echo_params,

@@ -14,19 +14,15 @@ import asyncio
 import json
 import queue
 import signal
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grpc"))
-
-from grpc_test_models import add_sub, echo_params, identity_fp32, repeat, slow  # noqa: E402
-from support.naiad_process import NaiadProcess  # noqa: E402
+from support.grpc_models import add_sub, echo_params, identity_fp32, repeat, slow
+from support.naiad_process import NaiadProcess
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
