@@ -7,7 +7,11 @@ Sequence (one deadline, written down once):
           in flight
   drain   services stop accepting work -> wait for in-flight work; close and drain share
           one `exit_timeout_secs` countdown (a second signal cuts it short)
-  stop    services in reverse order, each within its stop timeout
+  cut     work still in flight is ended (DrainCut: stuck stubs killed) and answered
+          UNAVAILABLE, and its replies get a moment to leave
+  stop    services in reverse order, each within its stop timeout and what is left of
+          `exit_timeout_secs` + STOP_GRACE_SECS; `naiad serve` exits by then whatever
+          a service or a model thread does (a watchdog thread ends the process)
 The exit code is 0 after a clean drain, 1 when the deadline cut requests off, 2 when
 an essential service could not start or be kept up.
 """
@@ -18,7 +22,10 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
+import sys
+import threading
 import time
 from typing import AsyncIterator, Callable
 
@@ -27,8 +34,8 @@ from .bus import Bus
 from .inference.messages import LogSettingRequest, RepositoryIndexQuery
 from .inference.trace import TraceHub
 from .config import NaiadConfig
-from .lifecycle import Lifecycle, Phase
-from .messages import DrainStarted, ServerLiveQuery, ServerReadyQuery
+from .lifecycle import SERVER_EXITING, Lifecycle, Phase
+from .messages import DrainCut, DrainStarted, ServerLiveQuery, ServerReadyQuery
 from .service import Service, ServiceContext
 from .startup import InitError
 from .supervisor import RestartPolicy, StartupError, Supervisor
@@ -39,11 +46,20 @@ EXIT_OK = 0
 EXIT_DRAIN_CUT = 1
 EXIT_FAILED = 2
 
+#: After `exit_timeout_secs`, the fixed time within which the process has exited: the
+#: cut work's replies leave (CUT_REPLY_SECS), the services stop, and the watchdog of
+#: `naiad serve` ends whatever is left (WATCHDOG_MARGIN_SECS before the bound).
+STOP_GRACE_SECS = 2.0
+CUT_REPLY_SECS = 0.75
+WATCHDOG_MARGIN_SECS = 0.4
+
 
 class Kernel:
     def __init__(self, config: NaiadConfig, restart_policy: RestartPolicy = RestartPolicy(),
-                 init_error: InitError | None = None) -> None:
+                 init_error: InitError | None = None, hard_exit: bool = False) -> None:
         self.config = config
+        # `naiad serve` owns its process: a shutdown that overruns its bound ends it.
+        self.hard_exit = hard_exit
         self.bus = Bus()
         self.lifecycle = Lifecycle()
         self.init_error = init_error  # Triton would not have created a server; it serves on, not live
@@ -168,6 +184,8 @@ class Kernel:
         def left() -> int:
             return max(0, math.ceil(deadline - time.monotonic() - 1e-3))
 
+        if self.hard_exit:
+            _arm_watchdog(deadline + STOP_GRACE_SECS - WATCHDOG_MARGIN_SECS)
         lc.close_listeners()
         while left() > 0 and lc.inflight and not self._force.is_set():
             open_now = lc.open_connections()
@@ -194,13 +212,26 @@ class Kernel:
             log.error("failed to stop server: Internal - Exit timeout expired. Exiting immediately.")
             log.error("shutdown: %s cut off %d in-flight request(s)", why, cut)
             self.request_stop(EXIT_DRAIN_CUT)
+            await self._end_cut_work(f"{SERVER_EXITING}: {why} cut this request off")
         lc.phase = Phase.STOPPING
-        errors = await self.supervisor.stop_all()
+        stop_by = max(deadline, time.monotonic()) + STOP_GRACE_SECS - 2 * WATCHDOG_MARGIN_SECS
+        errors = await self.supervisor.stop_all(stop_by)
         lc.phase = Phase.STOPPED
         if errors and self.exit_code == EXIT_OK:
             log.warning("%d error(s) while stopping services (see above)", len(errors))
         log.info("naiad stopped (exit code %d)", self.exit_code)
         return self.exit_code
+
+    async def _end_cut_work(self, message: str) -> None:
+        """Services end the work still in flight (DrainCut) and answer it UNAVAILABLE; the
+        replies get up to CUT_REPLY_SECS to leave before the protocol services stop."""
+        await self.bus.publish(DrainCut(message))
+        end = time.monotonic() + CUT_REPLY_SECS
+        while self.lifecycle.inflight and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        if self.lifecycle.inflight:
+            log.warning("shutdown: %d request(s) still in flight are cut off without a reply",
+                        self.lifecycle.inflight)
 
     async def serve(self) -> int:
         """Start, run until asked to stop, drain, stop. Returns the exit code."""
@@ -215,6 +246,26 @@ class Kernel:
                 return self.exit_code
             await self._stop_requested.wait()
             return await self.shutdown()
+
+
+def _arm_watchdog(at: float) -> None:
+    """End the process at `at` (time.monotonic()) if it is still there: a model thread or
+    a service that ignores cancellation must not hold the exit. Stubs die with it
+    (PR_SET_PDEATHSIG)."""
+
+    def fire() -> None:
+        log.error("shutdown: not stopped %.1fs after the exit timeout; exiting now", STOP_GRACE_SECS)
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(EXIT_DRAIN_CUT)
+
+    timer = threading.Timer(max(0.0, at - time.monotonic()), fire)
+    timer.daemon = True
+    timer.name = "naiad-exit-watchdog"
+    timer.start()
 
 
 @contextlib.asynccontextmanager

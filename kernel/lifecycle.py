@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+# Triton core's UNAVAILABLE text while the server exits (InferenceServer::IsLive); naiad
+# answers the requests the exit timeout cuts off with it, and says why after a colon.
+SERVER_EXITING = "Server exiting"
+
+
 class Phase(str, enum.Enum):
     STARTING = "starting"
     RUNNING = "running"

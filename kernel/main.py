@@ -82,7 +82,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .loop import run
 
     async def _main() -> int:
-        return await Kernel(config, init_error=init_error).serve()
+        return await Kernel(config, init_error=init_error, hard_exit=True).serve()
 
     return run(_main())
 

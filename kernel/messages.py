@@ -49,6 +49,15 @@ class DrainStarted(Event):
     deadline_secs: float
 
 
+@dataclass(slots=True, frozen=True)
+class DrainCut(Event):
+    """The exit timeout ran out (or a second signal came) with work still in flight: end
+    that work now (kill what runs it) and answer it with `message` (UNAVAILABLE), so that
+    the replies leave before the protocol services stop."""
+
+    message: str
+
+
 # ---------------------------------------------------------------- kernel requests --
 
 @dataclass(slots=True, frozen=True)

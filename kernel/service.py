@@ -161,21 +161,23 @@ class Service:
             self.state = ServiceState.DRAINING
             await self.drain()
 
-    async def _stop(self) -> list[BaseException]:
-        """Stop within `stop_timeout`; return the errors met on the way (never raises)."""
+    async def _stop(self, timeout: float | None = None) -> list[BaseException]:
+        """Stop within `stop_timeout` (or `timeout`, when shorter: what shutdown has left);
+        return the errors met on the way (never raises)."""
         errors: list[BaseException] = []
         self.state = ServiceState.STOPPING
+        limit = self.stop_timeout if timeout is None else min(self.stop_timeout, timeout)
         try:
-            await asyncio.wait_for(self.stop(), self.stop_timeout)
+            await asyncio.wait_for(self.stop(), limit)
         except asyncio.TimeoutError:
-            errors.append(TimeoutError(f"service '{self.name}' did not stop within {self.stop_timeout}s"))
+            errors.append(TimeoutError(f"service '{self.name}' did not stop within {limit:.3g}s"))
         except Exception as exc:
             errors.append(exc)
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
+            done, pending = await asyncio.wait(tasks, timeout=limit)
             for t in done:
                 if not t.cancelled() and t.exception() is not None:
                     errors.append(t.exception())  # type: ignore[arg-type]

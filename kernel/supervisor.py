@@ -19,6 +19,9 @@ from .service import Service, ServiceState
 
 log = logging.getLogger("naiad.kernel.supervisor")
 
+#: The least time a service gets to stop once shutdown's budget is spent.
+MIN_STOP_SECS = 0.05
+
 
 class StartupError(Exception):
     """An essential service could not start; the message says which and why."""
@@ -174,7 +177,9 @@ class Supervisor:
             except Exception as exc:
                 log.error("service '%s' failed to begin draining: %s", svc.name, exc)
 
-    async def stop_all(self) -> list[BaseException]:
+    async def stop_all(self, deadline: float | None = None) -> list[BaseException]:
+        """Stop every service in reverse order; with a `deadline` (time.monotonic()), each
+        gets what is left of it, and at least `MIN_STOP_SECS` to release what it holds."""
         self._stopping = True
         for t in list(self._restart_tasks):
             t.cancel()
@@ -182,7 +187,8 @@ class Supervisor:
         for svc in reversed(self.order):
             if svc.state in (ServiceState.NEW, ServiceState.STOPPED):
                 continue
-            errs = await svc._stop()
+            left = None if deadline is None else max(MIN_STOP_SECS, deadline - time.monotonic())
+            errs = await svc._stop(left)
             for e in errs:
                 log.error("while stopping service '%s': %s: %s", svc.name, e.__class__.__name__, e)
             errors.extend(errs)

@@ -70,6 +70,8 @@ _LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging
 _ACK_FREES = 64
 _ACK_BYTES = 16 << 20
 _EMPTY = (-1, 0, 0)
+# Shutdown's exit timeout: a stub still executing gets SIGTERM, then SIGKILL this much later.
+_TERM_GRACE_SECS = 0.5
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class Session:
         self.eof = False
         self._eof_timer: asyncio.TimerHandle | None = None
         self.death: str = ""
+        self._abort_error: InferenceError | None = None  # set when shutdown ends the stub
         self.wakeups = 0  # reads of the socket that found data (for tests/benchmarks)
         self.metrics = StubMetrics()  # the custom metrics the model made
         self.readiness: ReadinessProbe | None = None  # the model defines is_ready()
@@ -619,6 +622,8 @@ class Session:
             self.loop.remove_writer(self.fd)
 
     def _death_error(self) -> InferenceError:
+        if self._abort_error is not None:
+            return self._abort_error
         # How it died is in the log (PythonModelInstance._on_death); clients get Triton's words.
         return InferenceError(
             FAILED.format(instance=self.instance_name, message=f"Stub process '{self.instance_name}' is not healthy."),
@@ -699,6 +704,18 @@ class Session:
         self.stub.kill()
         self._died(how)
 
+    def abort(self, error: InferenceError, grace: float) -> bool:
+        """Shutdown's exit timeout: a stub still running work gets SIGTERM, then SIGKILL
+        after `grace`; that work is answered with `error` when it is gone. An idle stub
+        is left for `close()` to finalize. Returns whether the stub was ended."""
+        if self.dead or not (self.batches or self.waiters):
+            return False
+        self.on_death = None  # no restart
+        self._abort_error = error
+        self.stub.terminate()
+        self.loop.call_later(grace, self.stub.kill)  # a no-op once it has exited
+        return True
+
 
 def _plain(v: Any) -> Any:
     if isinstance(v, (bool, int, float, str)):
@@ -742,6 +759,7 @@ class PythonModelInstance(ModelInstance):
         self.restarts = 0
         self.is_async = False
         self._closed = False
+        self._aborted: InferenceError | None = None  # shutdown ended this instance's work
         self._restart: asyncio.Task | None = None
         self._backoff = 0.0
         self._next_try = 0.0
@@ -832,7 +850,7 @@ class PythonModelInstance(ModelInstance):
         what the model's own `is_ready()` says."""
         session = self.session
         if session is None or session.dead:
-            if not self._closed and time.monotonic() >= self._next_try:
+            if not self._closed and self._aborted is None and time.monotonic() >= self._next_try:
                 self._start_restart()
             return f"Stub process '{self.instance.name}' is not healthy."
         if session.readiness is None:
@@ -841,7 +859,7 @@ class PythonModelInstance(ModelInstance):
         return None if ready else why
 
     async def _revive(self) -> Session | None:
-        if self._closed:
+        if self._closed or self._aborted is not None:
             return None
         if self._restart is not None and not self._restart.done():
             return await asyncio.shield(self._restart)
@@ -855,7 +873,7 @@ class PythonModelInstance(ModelInstance):
             session = await self._revive()
             if session is None:
                 # Why the restart failed is in the log (_do_restart).
-                err = InferenceError.internal(
+                err = self._aborted or InferenceError.internal(
                     FAILED.format(instance=self.instance.name, message="The stub process has exited unexpectedly.")
                 )
                 now = time.monotonic_ns()
@@ -863,6 +881,16 @@ class PythonModelInstance(ModelInstance):
                     sink.send(InferenceResponse(self.model.name, str(self.model.version), id=req.id, error=err))
                 return ExecutionTimes(now, now, now, now, True)
         return await session.execute(requests, sinks)
+
+    def abort(self, error: InferenceError) -> None:
+        self._aborted = error
+        if self._restart is not None and not self._restart.done():
+            self._restart.cancel()
+        session = self.session
+        if session is not None and session.abort(error, _TERM_GRACE_SECS):
+            logger.warning("model instance '%s' (model '%s') was still executing at the exit timeout: "
+                           "stopping its stub (pid %d, SIGTERM, SIGKILL after %gs)", self.instance.name,
+                           self.model.name, session.pid, _TERM_GRACE_SECS)
 
     async def close(self) -> None:
         if self._closed:

@@ -113,6 +113,15 @@ class StubProcess:
                 return f"killed by signal {-code}"
         return f"exit code {code}"
 
+    def terminate(self) -> None:
+        """SIGTERM: a model with its own handler may clean up before the SIGKILL that
+        the caller sends after a grace."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.terminate()
+            except ProcessLookupError:
+                pass
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             try:

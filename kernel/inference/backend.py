@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, NamedTuple, Sequence
 
+from .errors import InferenceError
 from .types import InferenceRequest, InferenceResponse, ResponseSink
 
 
@@ -94,6 +95,11 @@ class ModelInstance(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Finalize the model and release every resource (processes, shared memory)."""
+
+    def abort(self, error: InferenceError) -> None:
+        """Shutdown's exit timeout ran out: end the work in flight now, answering it with
+        `error`, and take no more (`close()` still follows). Default: nothing to end early
+        (a backend that runs in this process finishes its batch)."""
 
     async def check_ready(self) -> str | None:
         """Why this instance cannot serve right now, or None when it can. A loaded model

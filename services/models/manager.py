@@ -543,6 +543,17 @@ class ModelManager:
     def all_wanted_ready(self) -> bool:
         return all(r.latest is not None for r in self.records.values() if r.wanted)
 
+    def abort(self, error: InferenceError) -> None:
+        """Shutdown's exit timeout ran out: refuse what is queued and end what runs, each
+        answered with `error`; `close()` still follows."""
+        for record in self.records.values():
+            for lv in record.versions.values():
+                fail_queued = getattr(lv.scheduler, "fail_all", None)  # the dynamic batcher's queue
+                if fail_queued is not None:
+                    fail_queued(error)
+                for inst in lv.instances:
+                    inst.abort(error)
+
     async def close(self) -> None:
         await asyncio.gather(*(self._unload(k) for k in list(self.records)), return_exceptions=True)
         await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)

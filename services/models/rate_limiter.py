@@ -240,3 +240,6 @@ class RateLimitedInstance(ModelInstance):
     async def close(self) -> None:
         self.gate.limiter.unregister(self.gate)
         await self.inner.close()
+
+    def abort(self, error: InferenceError) -> None:
+        self.inner.abort(error)

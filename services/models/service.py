@@ -27,6 +27,8 @@ from naiad.kernel.inference.types import (
     ResponseSink,
     Tensor,
 )
+from naiad.kernel.lifecycle import SERVER_EXITING
+from naiad.kernel.messages import DrainCut
 from naiad.kernel.schema import setting
 from naiad.kernel.service import Service
 from naiad.kernel.version import TRITON_COMPATIBLE_VERSION
@@ -148,6 +150,7 @@ class ModelService(Service):
         h(m.CudaShmRegister, self._cuda_register, own)
         h(m.CudaShmUnregister, self._cuda_unregister, own)
         h(m.CudaShmStatus, self._cuda_status, own)
+        self._drain_cuts = self.bus.subscribe(DrainCut, maxsize=4, overflow="drop_oldest")
 
     async def start(self) -> None:
         import uuid
@@ -179,6 +182,7 @@ class ModelService(Service):
             namespacing=server.model_namespacing,
         )
         self.manager.scheduling.configure(self.context.config, self.submit)
+        self.spawn(self._end_work_when_cut(), "drain-cut")
         self._update_readiness()
         failures = await self.manager.load_at_start(server.load_model)
         self._update_readiness()
@@ -190,10 +194,19 @@ class ModelService(Service):
 
     async def stop(self) -> None:
         if self.manager is not None:
-            await self.manager.close()
+            try:
+                await self.manager.close()
+            except asyncio.CancelledError:  # the stop budget ran out: no stub outlives it
+                self.manager.abort(InferenceError.unavailable(SERVER_EXITING))
+                raise
         if self.mirrors is not None:
             self.mirrors.close()  # the downloaded versions go with the server
         self.shm.close()
+
+    async def _end_work_when_cut(self) -> None:
+        async for event in self._drain_cuts:
+            if self.manager is not None:
+                self.manager.abort(InferenceError.unavailable(event.message))
 
     def _update_readiness(self) -> None:
         ok = True if not self._strict or self.manager is None else self.manager.all_wanted_ready()
