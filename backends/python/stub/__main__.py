@@ -1,0 +1,5 @@
+"""`python -m naiad.backends.python.stub`: see the package's docstring."""
+
+from .process import main
+
+main()
