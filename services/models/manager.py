@@ -24,7 +24,7 @@ from naiad.kernel.inference.backend import Backend, BackendContext, ModelSpec
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.messages import ModelIndexEntry, ModelStateChanged
 
-from . import ensemble, instances
+from . import composing, ensemble, instances
 from . import repository as repo
 from .lifecycle import LoadedVersion, ModelRecord, State
 from .recorder import StatsRecorder, first_response_bounds
@@ -298,7 +298,7 @@ class ModelManager:
             return
         key = repo.model_key(namespace or "", name)
         if not files:
-            await ensemble.load_composing(self, name, config_override, namespace)
+            await composing.load_composing(self, name, config_override, namespace)
         async with self._lock(key), self._load_slots:
             record = self.records.get(key)
             if record is None:
@@ -490,7 +490,7 @@ class ModelManager:
             except InferenceError as exc:
                 return n, exc
 
-        plain, ensembles = ensemble.order_for_loading(self, names)  # ensembles after what they compose
+        plain, ensembles = composing.order_for_loading(self, names)  # ensembles after what they compose
         results = await asyncio.gather(*(one(n) for n in plain))
         for n in ensembles:
             results.append(await one(n))
@@ -553,6 +553,8 @@ class ModelManager:
                     fail_queued(error)
                 for inst in lv.instances:
                     inst.abort(error)
+        for backend in self.backends.values():  # instances still loading
+            backend.abort(error)
 
     async def close(self) -> None:
         await asyncio.gather(*(self._unload(k) for k in list(self.records)), return_exceptions=True)

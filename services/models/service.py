@@ -33,7 +33,7 @@ from naiad.kernel.schema import setting
 from naiad.kernel.service import Service
 from naiad.kernel.version import TRITON_COMPATIBLE_VERSION
 
-from . import ensemble
+from . import composing
 from .lifecycle import LoadedVersion
 from .manager import ModelManager
 from .shm import SharedMemoryRegistry
@@ -412,7 +412,7 @@ class ModelService(Service):
         manager = self.manager
         assert manager is not None
         manager.check_control("unload")
-        await ensemble.unload(manager, msg.name, msg.unload_dependents)
+        await composing.unload(manager, msg.name, msg.unload_dependents)
         self._update_readiness()
 
     async def _poll(self, _: m.PollRepository) -> None:
