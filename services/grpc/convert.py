@@ -26,14 +26,15 @@ from naiad.kernel.inference.messages import (
     ModelMetadata,
     SystemShmRegion,
 )
-from naiad.kernel.inference.stats import Duration, ModelStatistics
-from naiad.kernel.inference.types import (
-    InferenceRequest,
-    InferenceResponse,
-    RequestedOutput,
-    SharedMemoryRef,
-    Tensor,
+from naiad.kernel.inference.request_model import (
+    Wire,
+    build_request,
+    read_parameters,
+    requested_output,
+    shared_memory_ref,
 )
+from naiad.kernel.inference.stats import Duration, ModelStatistics
+from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 from naiad.protos import grpc_service_pb2 as pb
 
 # ------------------------------------------------------------------ status codes --
@@ -76,44 +77,92 @@ _NUMPY = {
 }
 
 
-def _shm_ref(params: Any, tensor_name: str) -> SharedMemoryRef | None:
-    """Triton's `ParseSharedMemoryParams`: region, byte size (required) and offset."""
-    region = None
-    if "shared_memory_region" in params:
-        p = params["shared_memory_region"]
+def _invalid_type(key: str, expected: str, tensor: str = "") -> InferenceError:
+    where = f" for tensor '{tensor}'" if tensor else ""
+    return InferenceError.invalid(f"invalid value type for '{key}' parameter{where}, expected {expected}.")
+
+
+class _ProtoWire(Wire):
+    """The request model's accessors for `InferParameter`s, with the gRPC front end's
+    words (`infer_handler.cc`: `SetInferenceRequestMetadata`, `ParseSharedMemoryParams`,
+    `ParseClassificationParams`)."""
+
+    options = frozenset(TRITON_RESERVED_REQUEST_PARAMS)
+
+    def sequence_id(self, p: Any) -> int | str:
+        which = p.WhichOneof("parameter_choice")
+        if which == "int64_param":
+            return p.int64_param
+        if which == "string_param":
+            return p.string_param
+        raise _invalid_type("sequence_id", "int64_param or string_param")
+
+    def flag(self, key: str, p: Any) -> bool:
+        if p.WhichOneof("parameter_choice") != "bool_param":
+            raise _invalid_type(key, "bool_param")
+        return p.bool_param
+
+    option = flag  # triton_enable_empty_final_response
+
+    def priority(self, p: Any) -> int:
+        which = p.WhichOneof("parameter_choice")
+        if which == "int64_param":
+            if p.int64_param < 0:
+                raise InferenceError.invalid("invalid value for 'priority', expected value >= 0.")
+            return p.int64_param
+        if which == "uint64_param":
+            return p.uint64_param
+        raise _invalid_type("priority", "int64_param or uint64_param")
+
+    def timeout(self, p: Any) -> int:
+        return _int64("timeout", p)
+
+    def reserved(self, key: str) -> InferenceError:
+        return InferenceError.invalid(
+            "parameter keys starting with 'triton_' are reserved for Triton usage. Only the following keys "
+            "starting with 'triton_' are allowed: " + " ".join(TRITON_RESERVED_REQUEST_PARAMS))
+
+    def passthrough(self, key: str, p: Any) -> Any:
+        which = p.WhichOneof("parameter_choice")
+        if which == "int64_param" or which == "bool_param" or which == "string_param" or which == "double_param":
+            return getattr(p, which)
+        raise _invalid_type(key, "int64_param, bool_param, double_param or string_param")
+
+    def shm_region(self, p: Any, tensor: str) -> str:
         if p.WhichOneof("parameter_choice") != "string_param":
-            raise InferenceError.invalid(
-                f"invalid value type for 'shared_memory_region' parameter for tensor '{tensor_name}', "
-                "expected string_param.")
-        region = p.string_param
-    offset = 0
-    if "shared_memory_offset" in params:
-        if region is None:
-            raise InferenceError.invalid(
-                "'shared_memory_offset' can not be specified without 'shared_memory_region' "
-                f"parameter for tensor '{tensor_name}'")
-        p = params["shared_memory_offset"]
-        if p.WhichOneof("parameter_choice") != "int64_param":
-            raise InferenceError.invalid(
-                f"invalid value type for 'shared_memory_offset' parameter for tensor '{tensor_name}', "
-                "expected int64_param.")
-        offset = p.int64_param
-    if "shared_memory_byte_size" in params:
-        if region is None:
-            raise InferenceError.invalid(
-                "'shared_memory_byte_size' can not be specified without 'shared_memory_region' "
-                f"parameter for tensor '{tensor_name}'")
-        p = params["shared_memory_byte_size"]
-        if p.WhichOneof("parameter_choice") != "int64_param":
-            raise InferenceError.invalid(
-                f"invalid value type for 'shared_memory_byte_size' parameter for tensor '{tensor_name}', "
-                "expected int64_param.")
-        return SharedMemoryRef(region, p.int64_param, offset)
-    if region is not None:
+            raise _invalid_type("shared_memory_region", "string_param", tensor)
+        return p.string_param
+
+    def shm_uint(self, key: str, p: Any, tensor: str) -> int:
+        return _int64(key, p, tensor)
+
+    def shm_without_region(self, key: str, tensor: str) -> InferenceError:
+        return InferenceError.invalid(
+            f"'{key}' can not be specified without 'shared_memory_region' parameter for tensor '{tensor}'")
+
+    def shm_default_size(self, tensor: str) -> int:
         raise InferenceError.invalid(
             "'shared_memory_byte_size' must be specified along with 'shared_memory_region' "
-            f"parameter for tensor '{tensor_name}'")
-    return None
+            f"parameter for tensor '{tensor}'")
+
+    def classification(self, p: Any) -> int:
+        if p.WhichOneof("parameter_choice") != "int64_param":
+            raise InferenceError.invalid("invalid value type for 'classification' parameter, expected int64_param")
+        if p.int64_param <= 0:
+            raise InferenceError.invalid("invalid value for 'classification' parameter, expected >= 0")
+        return p.int64_param
+
+    def shm_and_classification(self) -> InferenceError:
+        return InferenceError.invalid("output can't set both 'shared_memory_region' and 'classification'")
+
+
+PROTO_WIRE = _ProtoWire()
+
+
+def _int64(key: str, p: Any, tensor: str = "") -> int:
+    if p.WhichOneof("parameter_choice") != "int64_param":
+        raise _invalid_type(key, "int64_param", tensor)
+    return p.int64_param
 
 
 def _contents_raw(t: Any, model_name: str) -> bytes | memoryview:
@@ -162,64 +211,7 @@ def infer_request(
 
     `forwarded` are header (metadata) pairs to add as string parameters."""
     model_name = msg.model_name
-    parameters: dict[str, Any] = {}
-    sequence_id: int | str = 0
-    sequence_start = sequence_end = False
-    priority = timeout_us = 0
-    empty_final = False
-    if len(msg.parameters):
-        for key, p in msg.parameters.items():
-            which = p.WhichOneof("parameter_choice")
-            if key == "sequence_id":
-                if which == "int64_param":
-                    sequence_id = p.int64_param
-                elif which == "string_param":
-                    sequence_id = p.string_param
-                else:
-                    raise InferenceError.invalid(
-                        "invalid value type for 'sequence_id' parameter, expected int64_param or string_param.")
-            elif key == "sequence_start" or key == "sequence_end":
-                if which != "bool_param":
-                    raise InferenceError.invalid(
-                        f"invalid value type for '{key}' parameter, expected bool_param.")
-                if key == "sequence_start":
-                    sequence_start = p.bool_param
-                else:
-                    sequence_end = p.bool_param
-            elif key == "priority":
-                if which == "int64_param":
-                    if p.int64_param < 0:
-                        raise InferenceError.invalid("invalid value for 'priority', expected value >= 0.")
-                    priority = p.int64_param
-                elif which == "uint64_param":
-                    priority = p.uint64_param
-                else:
-                    raise InferenceError.invalid(
-                        "invalid value type for 'priority' parameter, expected int64_param or uint64_param.")
-            elif key == "timeout":
-                if which != "int64_param":
-                    raise InferenceError.invalid(
-                        "invalid value type for 'timeout' parameter, expected int64_param.")
-                timeout_us = p.int64_param
-            elif key.startswith("triton_"):
-                if key not in TRITON_RESERVED_REQUEST_PARAMS:
-                    raise InferenceError.invalid(
-                        "parameter keys starting with 'triton_' are reserved for Triton usage. Only the "
-                        "following keys starting with 'triton_' are allowed: "
-                        + " ".join(TRITON_RESERVED_REQUEST_PARAMS))
-                if which != "bool_param":
-                    raise InferenceError.invalid(
-                        f"invalid value type for '{key}' parameter, expected bool_param.")
-                empty_final = p.bool_param
-            elif which == "int64_param" or which == "bool_param" or which == "string_param" \
-                    or which == "double_param":
-                parameters[key] = getattr(p, which)
-            else:
-                raise InferenceError.invalid(
-                    f"invalid value type for '{key}' parameter, expected int64_param, bool_param, "
-                    "double_param or string_param.")
-    for key, value in forwarded:
-        parameters[key] = value
+    values = read_parameters(msg.parameters, PROTO_WIRE)
 
     inputs: list[Tensor] = []
     raw = msg.raw_input_contents
@@ -227,7 +219,7 @@ def infer_request(
     index = 0
     for t in msg.inputs:
         name = t.name
-        shm = _shm_ref(t.parameters, name) if len(t.parameters) else None
+        shm = shared_memory_ref(t.parameters, PROTO_WIRE, name) if len(t.parameters) else None
         if shm is not None:
             if t.HasField("contents"):
                 raise InferenceError.invalid(
@@ -249,42 +241,11 @@ def infer_request(
 
     outputs: list[RequestedOutput] | None = None
     if len(msg.outputs):
-        outputs = []
-        for o in msg.outputs:
-            shm = None
-            classification = 0
-            params = o.parameters
-            if len(params):
-                shm = _shm_ref(params, o.name)
-                if "classification" in params:
-                    p = params["classification"]
-                    if p.WhichOneof("parameter_choice") != "int64_param":
-                        raise InferenceError.invalid(
-                            "invalid value type for 'classification' parameter, expected int64_param")
-                    if p.int64_param <= 0:
-                        raise InferenceError.invalid(
-                            "invalid value for 'classification' parameter, expected >= 0")
-                    if shm is not None:
-                        raise InferenceError.invalid(
-                            "output can't set both 'shared_memory_region' and 'classification'")
-                    classification = p.int64_param
-            outputs.append(RequestedOutput(o.name, None, classification, shm))
+        outputs = [requested_output(o.name, o.parameters, PROTO_WIRE) for o in msg.outputs]
 
-    request = InferenceRequest(
-        model_name,
-        inputs,
-        model_version=msg.model_version,
-        id=msg.id,
-        outputs=outputs,
-        parameters=parameters,
-        priority=priority,
-        timeout_us=timeout_us,
-        sequence_id=sequence_id,
-        sequence_start=sequence_start,
-        sequence_end=sequence_end,
-        protocol=protocol,
-    )
-    return request, empty_final
+    request = build_request(model_name, inputs, values, model_version=msg.model_version, id=msg.id,
+                            outputs=outputs, forwarded=forwarded, protocol=protocol)
+    return request, values.options.get(TRITON_RESERVED_REQUEST_PARAMS[0], False)
 
 
 # ------------------------------------------------------------------ infer response --

@@ -26,13 +26,14 @@ import orjson
 
 from naiad.kernel.inference.datatypes import WIRE_TO_NUMPY, element_count
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
-from naiad.kernel.inference.types import (
-    InferenceRequest,
-    InferenceResponse,
-    RequestedOutput,
-    SharedMemoryRef,
-    Tensor,
+from naiad.kernel.inference.request_model import (
+    Wire,
+    build_request,
+    read_parameters,
+    requested_output,
+    shared_memory_ref,
 )
+from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, ParameterValue, RequestedOutput, Tensor
 
 from . import compression
 
@@ -279,21 +280,6 @@ def _out_of_range(arr: np.ndarray, datatype: str) -> bool:
     return False
 
 
-def _shm_ref(params: dict) -> SharedMemoryRef | None:
-    if "shared_memory_region" not in params:
-        return None
-    region = params["shared_memory_region"]
-    if type(region) is not str:
-        raise _bad("shared_memory_region", "string")
-    offset = params.get("shared_memory_offset", 0)
-    if not _is_uint(offset):
-        raise _bad("shared_memory_offset", "uint")
-    size = params.get("shared_memory_byte_size", 0)
-    if not _is_uint(size):
-        raise _bad("shared_memory_byte_size", "uint")
-    return SharedMemoryRef(region, size, offset)
-
-
 def _member(obj: Any, key: str, typ: type, kind: str) -> Any:
     """`MemberAsString`/`MemberAsArray` of a request member, with TritonJson's errors."""
     if type(obj) is not dict or key not in obj:
@@ -320,6 +306,90 @@ def _content_error(has_data: bool, has_binary: bool, has_shm: bool) -> Inference
     return _invalid(text)
 
 
+# ------------------------------------------------------------------ request values --
+
+
+class _JsonWire(Wire):
+    """The request model's accessors for JSON values, with TritonJson's words
+    (`ParseJsonTritonParams`, `ParseJsonTritonIO`, `ParseJsonTritonRequestedOutputs`)."""
+
+    options = frozenset(("binary_data_output",))
+
+    def sequence_id(self, value: Any) -> int | str:
+        if _is_uint(value) or type(value) is str:
+            return value
+        raise _bad("sequence_id", "string")
+
+    def flag(self, key: str, value: Any) -> bool:
+        if type(value) is not bool:
+            raise _bad(key, "bool")
+        return value
+
+    def priority(self, value: Any) -> int:
+        return _uint("priority", value)
+
+    def timeout(self, value: Any) -> int:
+        return _uint("timeout", value)
+
+    option = flag  # binary_data_output
+
+    def reserved(self, key: str) -> InferenceError:
+        return _invalid("parameter keys starting with 'triton_' are reserved for Triton usage "
+                        "and should not be specified.")
+
+    def passthrough(self, key: str, value: Any) -> ParameterValue:
+        return parameter_value(key, value)
+
+    def shm_region(self, value: Any, tensor: str) -> str:
+        if type(value) is not str:
+            raise _bad("shared_memory_region", "string")
+        return value
+
+    def shm_uint(self, key: str, value: Any, tensor: str) -> int:
+        return _uint(key, value)
+
+    def shm_without_region(self, key: str, tensor: str) -> None:
+        return None  # TritonJson reads offset and size only beside a region
+
+    def shm_default_size(self, tensor: str) -> int:
+        return 0
+
+    def classification(self, value: Any) -> int:
+        if not _is_uint(value):
+            raise json_type_error("Unable to set 'classification'", "uint")
+        return value
+
+    def shm_and_classification(self) -> InferenceError:
+        return _invalid("Output can't set both 'shared_memory_region' and 'classification'")
+
+    def binary(self, params: Any) -> bool:
+        binary = params.get("binary_data", False)
+        if type(binary) is not bool:
+            raise _bad("binary_data", "bool")
+        return binary
+
+
+JSON_WIRE = _JsonWire()
+
+
+def _uint(key: str, value: Any) -> int:
+    if not _is_uint(value):
+        raise _bad(key, "uint")
+    return value
+
+
+def _validate_shm_output(params: dict) -> None:
+    """Triton's `ValidateOutputParameter`: an output written to shared memory is neither
+    classified nor sent as binary data."""
+    if "classification" in params:
+        raise JSON_WIRE.shm_and_classification()
+    if "binary_data" in params:
+        if type(params["binary_data"]) is not bool:
+            raise json_type_error("Unable to set 'binary_data'", "bool")
+        if params["binary_data"]:
+            raise _invalid("Output can't set both 'shared_memory_region' and 'binary_data'")
+
+
 # ------------------------------------------------------------------ request --
 
 
@@ -337,11 +407,8 @@ def decode_infer(
     if hlen == 0:
         # Raw binary request: the whole body is the model's one input; the model manager
         # gives it the input's name, datatype and shape from the config.
-        raw = memoryview(body)
-        request = InferenceRequest(model_name, [Tensor(RAW_INPUT, "", (), raw=raw)],
-                                   model_version=model_version, protocol="http")
-        if forward:
-            request.parameters.update(forward)
+        request = build_request(model_name, [Tensor(RAW_INPUT, "", (), raw=memoryview(body))],
+                                model_version=model_version, forwarded=forward, protocol="http")
         return request, ResponsePlan(None, True)
 
     header = body if hlen == size else body[:hlen]
@@ -357,46 +424,10 @@ def decode_infer(
         raise _bad("id", "string")
 
     # ---- request parameters (ParseJsonTritonParams)
-    parameters: dict[str, Any] = {}
-    default_binary = False
-    sequence_id: int | str = 0
-    start = end = False
-    priority = timeout = 0
     params = doc.get("parameters")
-    if params is not None:
-        if type(params) is not dict:
-            raise _internal("failed to get request params.: attempt to get members for non-object")
-        for key, value in params.items():
-            if key == "sequence_id":
-                if _is_uint(value) or type(value) is str:
-                    sequence_id = value
-                else:
-                    raise _bad("sequence_id", "string")
-            elif key == "sequence_start":
-                if type(value) is not bool:
-                    raise _bad("sequence_start", "bool")
-                start = value
-            elif key == "sequence_end":
-                if type(value) is not bool:
-                    raise _bad("sequence_end", "bool")
-                end = value
-            elif key == "priority":
-                if not _is_uint(value):
-                    raise _bad("priority", "uint")
-                priority = value
-            elif key == "timeout":
-                if not _is_uint(value):
-                    raise _bad("timeout", "uint")
-                timeout = value
-            elif key == "binary_data_output":
-                if type(value) is not bool:
-                    raise _bad("binary_data_output", "bool")
-                default_binary = value
-            elif key.startswith("triton_"):
-                raise _invalid("parameter keys starting with 'triton_' are reserved for Triton usage "
-                               "and should not be specified.")
-            else:
-                parameters[key] = parameter_value(key, value)
+    if params is not None and type(params) is not dict:
+        raise _internal("failed to get request params.: attempt to get members for non-object")
+    values = read_parameters(params, JSON_WIRE)
 
     # ---- inputs (ParseJsonTritonIO)
     if "inputs" not in doc:
@@ -442,7 +473,7 @@ def decode_infer(
             append(Tensor(name, datatype, shape, raw=view[offset:stop]))
             offset = stop
         elif has_shm:
-            append(Tensor(name, datatype, shape, shm=_shm_ref(p)))  # type: ignore[arg-type]
+            append(Tensor(name, datatype, shape, shm=shared_memory_ref(p, JSON_WIRE, name)))  # type: ignore[arg-type]
         else:
             append(tensor_from_json(name, datatype, shape, item["data"], may_hold_bools))
     if offset != size:
@@ -460,45 +491,16 @@ def decode_infer(
         for item in outputs_json:
             p = item.get("parameters") if type(item) is dict else None
             if type(p) is not dict:
-                p = {}  # TritonJson finds no member in a non-object
-            shm_requested = "shared_memory_region" in p
-            if shm_requested:
-                if "classification" in p:
-                    raise _invalid("Output can't set both 'shared_memory_region' and 'classification'")
-                if "binary_data" in p:
-                    if type(p["binary_data"]) is not bool:
-                        raise json_type_error("Unable to set 'binary_data'", "bool")
-                    if p["binary_data"]:
-                        raise _invalid("Output can't set both 'shared_memory_region' and 'binary_data'")
-            name = _member(item, "name", str, "string")
-            classes = p.get("classification", 0)
-            if not _is_uint(classes):
-                raise json_type_error("Unable to set 'classification'", "uint")
-            binary = p.get("binary_data", False)
-            if type(binary) is not bool:
-                raise _bad("binary_data", "bool")
-            out = RequestedOutput(name, binary=binary, classification=classes,
-                                  shm=_shm_ref(p) if shm_requested else None)
+                p = None  # TritonJson finds no member in a non-object
+            elif "shared_memory_region" in p:
+                _validate_shm_output(p)  # Triton's ValidateOutputParameter: before the name
+            out = requested_output(_member(item, "name", str, "string"), p, JSON_WIRE)
             outputs.append(out)
-            requested[name] = out
+            requested[out.name] = out
 
-    if forward:
-        parameters.update(forward)
-    request = InferenceRequest(
-        model_name,
-        inputs,
-        model_version=model_version,
-        id=request_id,
-        outputs=outputs,
-        parameters=parameters,
-        priority=priority,
-        timeout_us=timeout,
-        sequence_id=sequence_id,
-        sequence_start=start,
-        sequence_end=end,
-        protocol="http",
-    )
-    return request, ResponsePlan(requested, default_binary)
+    request = build_request(model_name, inputs, values, model_version=model_version, id=request_id,
+                            outputs=outputs, forwarded=forward, protocol="http")
+    return request, ResponsePlan(requested, values.options.get("binary_data_output", False))
 
 
 # ------------------------------------------------------------------ response --
