@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, Callable, Coroutine
 
-from grpc_health.v1 import health_pb2
+import grpc
+from google.protobuf.message import DecodeError
 
-from naiad.kernel.bus import NoHandler
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.messages import SubmitInfer
+from naiad.kernel.inference.request_model import build_request
 from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, RequestedOutput, ResponseSink, Tensor
 from naiad.protos import grpc_service_pb2 as pb
 
 from . import convert
 from .config import COMPRESSION_LEVELS, GrpcConfig
-from .servicer import SHUTTING_DOWN, UNARY_RPCS, Servicer, error_of
+from .service import channel_args
+from .servicer import HEALTH_RPC, SHUTTING_DOWN, UNARY_RPCS, Servicer, call_error
 
 try:
     from naiad.ext import _native_grpc as _native
@@ -39,10 +41,10 @@ else:
 SERVICE_PREFIX = "/inference.GRPCInferenceService/"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
-#: grpc status code numbers (grpc/status.h) by name.
-_CODE = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "NOT_FOUND": 5, "ALREADY_EXISTS": 6,
-         "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14}
-_STATUS = {code: _CODE[name] for code, name in convert.GRPC_CODE_NAME.items()}
+#: The status code number (grpc/status.h) for each Triton error code.
+_STATUS = {code: grpc.StatusCode[name].value[0] for code, name in convert.GRPC_CODE_NAME.items()}
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+_UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
 
 
 def available() -> bool:
@@ -130,22 +132,27 @@ class _UnarySink(ResponseSink):
 
 
 class NativeGrpcServer:
-    """Listens with the native front end and hands its calls to `servicer`."""
+    """Listens with the native front end and hands its calls to `servicer`. ModelInfer
+    takes the task-less path while the servicer says it may (`infer_fast_path`); every
+    other call runs as a task under `spawn` (the service's `Service.spawn`), so that a
+    task's crash is the service's."""
 
-    def __init__(self, config: GrpcConfig, servicer: Servicer, log: Any, traces: Any = None) -> None:
+    def __init__(self, config: GrpcConfig, servicer: Servicer, log: Any, *,
+                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
         self.config = config
         self.servicer = servicer
         self.log = log
-        self.traces = traces
+        self.spawn = spawn
         self.server: Any = None
         self.port = 0
         self.tasks: set[asyncio.Task] = set()
         self.streams: dict[int, _StreamCall] = {}
         self.calls: dict[int, asyncio.Task] = {}  # unary calls being answered, by call id
         self.pending: dict[int, InferenceRequest] = {}  # fast-path infer calls, by call id
-        self._handlers = {SERVICE_PREFIX + name: (servicer.handler(name), req_type, name)
-                          for name, (req_type, _) in UNARY_RPCS.items()}
-        self._handlers[HEALTH_CHECK] = (servicer.handler("Check"), health_pb2.HealthCheckRequest, "Check")
+        self._handlers = {SERVICE_PREFIX + name: (servicer.handler(name), req_type, serializer, name)
+                          for name, (req_type, serializer) in UNARY_RPCS.items()}
+        name, req_type, serializer = HEALTH_RPC
+        self._handlers[HEALTH_CHECK] = (servicer.handler(name), req_type, serializer, name)
         self._infer = None
         self._flush_soon = False
 
@@ -159,23 +166,6 @@ class NativeGrpcServer:
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def int_args(self) -> dict[str, int]:
-        cfg = self.config
-        args = {
-            "grpc.so_reuseport": int(cfg.reuse_port),
-            "grpc.keepalive_time_ms": cfg.keepalive_time_ms,
-            "grpc.keepalive_timeout_ms": cfg.keepalive_timeout_ms,
-            "grpc.keepalive_permit_without_calls": int(cfg.keepalive_permit_without_calls),
-            "grpc.http2.max_pings_without_data": cfg.http2_max_pings_without_data,
-            "grpc.http2.min_ping_interval_without_data_ms": cfg.http2_min_recv_ping_interval_without_data_ms,
-            "grpc.http2.max_ping_strikes": cfg.http2_max_ping_strikes,
-        }
-        if cfg.max_connection_age_ms:
-            args["grpc.max_connection_age_ms"] = cfg.max_connection_age_ms
-        if cfg.max_connection_age_grace_ms:
-            args["grpc.max_connection_age_grace_ms"] = cfg.max_connection_age_grace_ms
-        return args
-
     async def start(self, key: bytes = b"", cert: bytes = b"", root: bytes | None = None) -> int:
         assert _native is not None
         cfg = self.config
@@ -183,7 +173,7 @@ class NativeGrpcServer:
         address = f"[{host}]:{cfg.port}" if ":" in host else f"{host}:{cfg.port}"
         try:
             self.server = _native.Server(
-                address, self.int_args(), min(cfg.max_message_bytes, 2147483647),
+                address, dict(channel_args(cfg)), min(cfg.max_message_bytes, 2147483647),
                 COMPRESSION_LEVELS[cfg.response_compression_level],
                 key.decode() if key else "", cert.decode() if cert else "", (root or b"").decode(),
                 cfg.use_ssl_mutual)
@@ -217,24 +207,21 @@ class NativeGrpcServer:
     # ------------------------------------------------------------------ the hand-off --
 
     def _drain(self) -> None:
-        loop = asyncio.get_event_loop()
-        tracer = self.traces.tracer if self.traces is not None else None
-        servicer = self.servicer
-        fast = tracer is None and servicer._infer_restriction is None and servicer._forward is None
+        fast = self.servicer.infer_fast_path()
         spawn = self._spawn
         for event in self.server.take():
             kind = event.kind
             if kind == 1 and fast:  # INFER: submitted here, answered by its sink
                 self._infer_now(event)
             elif kind <= 1:  # UNARY, or INFER that must take the servicer's path
-                spawn(loop.create_task(self._unary(event)), event.call_id)
+                spawn(self._unary(event), event.call_id)
             elif kind == 3:  # STREAM_MSG
                 stream = self.streams.get(event.call_id)
                 if stream is not None:
                     stream.feed(event)
             elif kind == 2:  # STREAM_START
                 stream = self.streams[event.call_id] = _StreamCall(event, self._sent)
-                spawn(loop.create_task(self._stream(stream)), event.call_id)
+                spawn(self._stream(stream), event.call_id)
             elif kind == 4:  # STREAM_END: the client is done sending
                 stream = self.streams.get(event.call_id)
                 if stream is not None:
@@ -247,7 +234,8 @@ class NativeGrpcServer:
                 if task is not None:
                     task.cancel()
 
-    def _spawn(self, task: asyncio.Task, call_id: int) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], call_id: int) -> None:
+        task = self.spawn(coro)
         self.tasks.add(task)
         calls = self.calls
         calls[call_id] = task
@@ -263,13 +251,13 @@ class NativeGrpcServer:
         """The fast path: build the request and submit it synchronously; its sink answers."""
         lifecycle = self.servicer.lifecycle
         if not lifecycle.accepting:
-            event.fail(_CODE["UNAVAILABLE"], SHUTTING_DOWN)
+            event.fail(_UNAVAILABLE, SHUTTING_DOWN)
             self._sent()
             return
         lifecycle.enter()
         try:
             model, version, rid, inputs, outputs = event.fields()
-            request = InferenceRequest(
+            request = build_request(
                 model, [Tensor(name, datatype, shape, raw=view) for name, datatype, shape, view in inputs],
                 model_version=version, id=rid,
                 outputs=[RequestedOutput(o) for o in outputs] if outputs is not None else None,
@@ -303,14 +291,14 @@ class NativeGrpcServer:
     async def _unary(self, event: Any) -> None:
         entry = self._handlers.get(event.method)
         if entry is None:
-            event.fail(_CODE["UNIMPLEMENTED"], f"Method not found: {event.method}")
+            event.fail(_UNIMPLEMENTED, f"Method not found: {event.method}")
             self._sent()
             return
-        handler, req_type, name = entry
+        handler, req_type, serializer, name = entry
         try:
             msg = req_type.FromString(memoryview(event))
             reply = await handler(msg, _UnaryCall(event))
-            event.respond(convert.encode_infer_reply(reply) if name == "ModelInfer" else reply.SerializeToString())
+            event.respond(serializer(reply))
             self._sent()
         except Exception as exc:
             self._fail(event, exc, name)
@@ -329,11 +317,9 @@ class NativeGrpcServer:
             self.streams.pop(event.call_id, None)
 
     def _error(self, exc: BaseException, name: str) -> InferenceError:
-        if not isinstance(exc, (InferenceError, NoHandler)):
-            if exc.__class__.__name__ == "DecodeError":
-                return InferenceError.internal(f"failed to parse the {name} request")
-            self.log.exception("gRPC %s failed", name, exc_info=exc)
-        return error_of(exc)
+        if isinstance(exc, DecodeError):  # grpcio's transport words its own
+            return InferenceError.internal(f"failed to parse the {name} request")
+        return call_error(exc, name, self.log)
 
     def _fail(self, event: Any, exc: BaseException, name: str) -> None:
         err = self._error(exc, name)

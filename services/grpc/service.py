@@ -18,17 +18,14 @@ from typing import Any, Callable
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health_pb2
 
-from naiad.kernel.bus import NoHandler
-from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.schema import ConfigError
 from naiad.kernel.service import Service
 from naiad.protos import grpc_service_pb2 as pb
 
 from . import convert
 from .config import COMPRESSION_LEVELS, GrpcConfig
-from .servicer import UNARY_RPCS, Servicer, error_of
+from .servicer import HEALTH_RPC, UNARY_RPCS, Servicer, call_error
 
 SERVICE_NAME = "inference.GRPCInferenceService"
 HEALTH_SERVICE_NAME = "grpc.health.v1.Health"
@@ -55,26 +52,41 @@ class _Call:
         await self.context.write(reply)
 
 
-async def _abort(context: Any, exc: BaseException) -> None:
-    err = error_of(exc)
+def channel_args(cfg: GrpcConfig) -> list[tuple[str, int]]:
+    """grpc core channel arguments from the config (Triton's `grpc_server.cc` set), for
+    both transports; message sizes and compression go to each its own way."""
+    args = [
+        ("grpc.so_reuseport", int(cfg.reuse_port)),
+        ("grpc.keepalive_time_ms", cfg.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", cfg.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(cfg.keepalive_permit_without_calls)),
+        ("grpc.http2.max_pings_without_data", cfg.http2_max_pings_without_data),
+        ("grpc.http2.min_ping_interval_without_data_ms", cfg.http2_min_recv_ping_interval_without_data_ms),
+        ("grpc.http2.max_ping_strikes", cfg.http2_max_ping_strikes),
+    ]
+    if cfg.max_connection_age_ms:
+        args.append(("grpc.max_connection_age_ms", cfg.max_connection_age_ms))
+    if cfg.max_connection_age_grace_ms:
+        args.append(("grpc.max_connection_age_grace_ms", cfg.max_connection_age_grace_ms))
+    return args
+
+
+async def _abort(context: Any, exc: Exception, rpc: str, log: Any) -> None:
+    """End a failed call with the status its error maps to."""
+    if isinstance(exc, aio.AbortError):  # the call was ended already
+        raise exc
+    err = call_error(exc, rpc, log)
     await context.abort(_STATUS[err.code], err.message)
 
 
-def _unary(method: Callable, log: Any) -> Callable:
-    async def rpc(request: Any, context: Any) -> Any:
+def _unary(method: Callable, rpc: str, log: Any) -> Callable:
+    async def handle(request: Any, context: Any) -> Any:
         try:
             return await method(request, _Call(context))
-        except InferenceError as exc:
-            await context.abort(_STATUS[exc.code], exc.message)
         except Exception as exc:
-            if isinstance(exc, aio.AbortError):
-                raise
-            if not isinstance(exc, NoHandler):
-                log.exception("gRPC %s failed", method.__name__)
-            await _abort(context, exc)
+            await _abort(context, exc, rpc, log)
 
-    rpc.__name__ = method.__name__
-    return rpc
+    return handle
 
 
 def _read_pem(path: str, what: str) -> bytes:
@@ -97,23 +109,13 @@ class GrpcService(Service):
         self.port = 0
 
     def options(self) -> list[tuple[str, Any]]:
-        """grpc core channel arguments from the config (Triton's `grpc_server.cc` set)."""
+        """grpcio's server options: message sizes, the channel arguments, compression."""
         cfg = self.config
         opts: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
-            ("grpc.so_reuseport", int(cfg.reuse_port)),
-            ("grpc.keepalive_time_ms", cfg.keepalive_time_ms),
-            ("grpc.keepalive_timeout_ms", cfg.keepalive_timeout_ms),
-            ("grpc.keepalive_permit_without_calls", int(cfg.keepalive_permit_without_calls)),
-            ("grpc.http2.max_pings_without_data", cfg.http2_max_pings_without_data),
-            ("grpc.http2.min_ping_interval_without_data_ms", cfg.http2_min_recv_ping_interval_without_data_ms),
-            ("grpc.http2.max_ping_strikes", cfg.http2_max_ping_strikes),
+            *channel_args(cfg),
         ]
-        if cfg.max_connection_age_ms:
-            opts.append(("grpc.max_connection_age_ms", cfg.max_connection_age_ms))
-        if cfg.max_connection_age_grace_ms:
-            opts.append(("grpc.max_connection_age_grace_ms", cfg.max_connection_age_grace_ms))
         level = COMPRESSION_LEVELS[cfg.response_compression_level]
         if level:
             opts.append(("grpc.default_compression_level", level))
@@ -132,10 +134,9 @@ class GrpcService(Service):
     def _handlers(self, servicer: Servicer) -> dict[str, grpc.RpcMethodHandler]:
         log = self.log
         handlers: dict[str, grpc.RpcMethodHandler] = {}
-        for name, (req_type, resp_type) in UNARY_RPCS.items():
-            serializer = convert.encode_infer_reply if name == "ModelInfer" else resp_type.SerializeToString
+        for name, (req_type, serializer) in UNARY_RPCS.items():
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                _unary(servicer.handler(name), log),
+                _unary(servicer.handler(name), name, log),
                 request_deserializer=req_type.FromString,
                 response_serializer=serializer,
             )
@@ -143,14 +144,8 @@ class GrpcService(Service):
         async def model_stream_infer(request_iterator: Any, context: Any) -> None:
             try:
                 await servicer.ModelStreamInfer(_Call(context))
-            except InferenceError as exc:
-                await context.abort(_STATUS[exc.code], exc.message)
             except Exception as exc:
-                if isinstance(exc, aio.AbortError):
-                    raise
-                if not isinstance(exc, NoHandler):
-                    log.exception("gRPC ModelStreamInfer failed")
-                await _abort(context, exc)
+                await _abort(context, exc, "ModelStreamInfer", log)
 
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             model_stream_infer,
@@ -160,11 +155,12 @@ class GrpcService(Service):
         return handlers
 
     def _health_handlers(self, servicer: Servicer) -> dict[str, grpc.RpcMethodHandler]:
+        name, req_type, serializer = HEALTH_RPC
         return {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                _unary(servicer.handler("Check"), self.log),
-                request_deserializer=health_pb2.HealthCheckRequest.FromString,
-                response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+            name: grpc.unary_unary_rpc_method_handler(
+                _unary(servicer.handler(name), name, self.log),
+                request_deserializer=req_type.FromString,
+                response_serializer=serializer,
             )
         }
 
@@ -206,7 +202,7 @@ class GrpcService(Service):
         key = _read_pem(cfg.server_key, "server_key") if tls else b""
         cert = _read_pem(cfg.server_cert, "server_cert") if tls else b""
         root = _read_pem(cfg.root_cert, "root_cert") if tls and cfg.root_cert else None
-        self._native = native.NativeGrpcServer(cfg, servicer, self.log, self.context.traces)
+        self._native = native.NativeGrpcServer(cfg, servicer, self.log, spawn=self.spawn)
         self.port = await self._native.start(key, cert, root)
         self.log.info("gRPC service listening on %s:%d (native)%s", cfg.host, self.port, " (TLS)" if tls else "")
 

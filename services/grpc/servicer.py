@@ -56,29 +56,36 @@ CATEGORY: dict[str, str] = {
     "LogSettings": "logging",
 }
 
-#: The unary RPCs of GRPCInferenceService with their request and response types.
-UNARY_RPCS: dict[str, tuple[type, type]] = {
-    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
-    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
-    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
-    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
-    "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
-    "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
-    "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
-    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse),
-    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse),
-    "SystemSharedMemoryStatus": (pb.SystemSharedMemoryStatusRequest, pb.SystemSharedMemoryStatusResponse),
-    "SystemSharedMemoryRegister": (pb.SystemSharedMemoryRegisterRequest, pb.SystemSharedMemoryRegisterResponse),
+#: The unary RPCs of GRPCInferenceService: the request type and the reply's serializer
+#: (ModelInfer's reply is an `InferReply`, written with its output buffers appended).
+UNARY_RPCS: dict[str, tuple[type, Callable[[Any], bytes]]] = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse.SerializeToString),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse.SerializeToString),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse.SerializeToString),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse.SerializeToString),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse.SerializeToString),
+    "ModelInfer": (pb.ModelInferRequest, convert.encode_infer_reply),
+    "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse.SerializeToString),
+    "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse.SerializeToString),
+    "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse.SerializeToString),
+    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse.SerializeToString),
+    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse.SerializeToString),
+    "SystemSharedMemoryStatus": (pb.SystemSharedMemoryStatusRequest,
+                                 pb.SystemSharedMemoryStatusResponse.SerializeToString),
+    "SystemSharedMemoryRegister": (pb.SystemSharedMemoryRegisterRequest,
+                                   pb.SystemSharedMemoryRegisterResponse.SerializeToString),
     "SystemSharedMemoryUnregister": (pb.SystemSharedMemoryUnregisterRequest,
-                                     pb.SystemSharedMemoryUnregisterResponse),
-    "CudaSharedMemoryStatus": (pb.CudaSharedMemoryStatusRequest, pb.CudaSharedMemoryStatusResponse),
-    "CudaSharedMemoryRegister": (pb.CudaSharedMemoryRegisterRequest, pb.CudaSharedMemoryRegisterResponse),
-    "CudaSharedMemoryUnregister": (pb.CudaSharedMemoryUnregisterRequest, pb.CudaSharedMemoryUnregisterResponse),
-    "TraceSetting": (pb.TraceSettingRequest, pb.TraceSettingResponse),
-    "LogSettings": (pb.LogSettingsRequest, pb.LogSettingsResponse),
+                                     pb.SystemSharedMemoryUnregisterResponse.SerializeToString),
+    "CudaSharedMemoryStatus": (pb.CudaSharedMemoryStatusRequest, pb.CudaSharedMemoryStatusResponse.SerializeToString),
+    "CudaSharedMemoryRegister": (pb.CudaSharedMemoryRegisterRequest,
+                                 pb.CudaSharedMemoryRegisterResponse.SerializeToString),
+    "CudaSharedMemoryUnregister": (pb.CudaSharedMemoryUnregisterRequest,
+                                   pb.CudaSharedMemoryUnregisterResponse.SerializeToString),
+    "TraceSetting": (pb.TraceSettingRequest, pb.TraceSettingResponse.SerializeToString),
+    "LogSettings": (pb.LogSettingsRequest, pb.LogSettingsResponse.SerializeToString),
 }
+#: grpc.health.v1's one RPC, served beside the inference service.
+HEALTH_RPC = ("Check", health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse.SerializeToString)
 
 
 class Call(Protocol):
@@ -114,6 +121,14 @@ def error_of(exc: BaseException) -> InferenceError:
         words = _MISSING_FEATURE.get(message_type, f"the service that answers {message_type} is not running")
         return InferenceError.unavailable(words)
     return InferenceError.internal(f"{exc.__class__.__name__}: {exc}")
+
+
+def call_error(exc: BaseException, rpc: str, log: Any) -> InferenceError:
+    """What a failed call answers (`error_of`); an exception that is neither a client's
+    error nor a missing service is a bug, and is logged."""
+    if not isinstance(exc, (InferenceError, NoHandler)):
+        log.exception("gRPC %s failed", rpc, exc_info=exc)
+    return error_of(exc)
 
 
 def _header(call: Call, key: str) -> Any:
@@ -172,6 +187,13 @@ class Servicer:
 
         guarded.__name__ = name
         return guarded
+
+    def infer_fast_path(self) -> bool:
+        """Whether ModelInfer may take a transport's task-less path now (decoded from the
+        wire natively, submitted without awaiting): only while no restricted protocol,
+        header forwarding or tracing needs the call's metadata. The one RPC that may."""
+        return (self._infer_restriction is None and self._forward is None
+                and (self.traces is None or self.traces.tracer is None))
 
     def forwarded(self, call: Call) -> list[tuple[str, str]]:
         """Metadata matching `header_forward_pattern`, as string request parameters."""

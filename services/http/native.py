@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable, Coroutine
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import HttpConfig
-from .router import HttpRequest, HttpResponse, Router
+from .router import HttpRequest, HttpResponse, Router, error_response
 
 try:
     from naiad.ext import _native_http as _native
@@ -46,8 +46,13 @@ def _headers(response: HttpResponse) -> list[tuple[str, str]] | None:
 
 
 class NativeHttpServer:
-    def __init__(self, config: HttpConfig, router: Router, lifecycle: Any, log: Any, traces: Any = None) -> None:
+    """`spawn` runs a request's task under its owner (the service's `Service.spawn`), so
+    that a task's crash is the service's."""
+
+    def __init__(self, config: HttpConfig, router: Router, lifecycle: Any, log: Any, traces: Any = None, *,
+                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
         self.config = config
+        self.spawn = spawn
         self.router = router
         self.lifecycle = lifecycle
         self.log = log
@@ -109,16 +114,16 @@ class NativeHttpServer:
         # The Server object stays referenced: tasks may still hold its requests.
 
     def _drain(self) -> None:
-        loop = asyncio.get_event_loop()
+        spawn = self.spawn
         tracer = self.traces.tracer if self.traces is not None else None
         recv_ns = time.monotonic_ns() if tracer is not None else 0
         tasks = self.tasks
         for req in self.server.take():
             # One request that trips us up must not cost the others in this batch.
             try:
-                if req.method == "POST" and recv_ns == 0 and self._infer_now(req):
+                if recv_ns == 0 and self._fast(req):
                     continue
-                task = loop.create_task(self._handle(req, recv_ns))
+                task = spawn(self._handle(req, recv_ns))
             except Exception:
                 self.log.exception("HTTP request could not be taken")
                 self.server.respond(req.conn, 400, _headers(_BAD_REQUEST), _BAD_REQUEST.body, True)
@@ -127,23 +132,21 @@ class NativeHttpServer:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    def _infer_now(self, req: Any) -> bool:
-        """Infer without a task: the route submits synchronously and replies from the
-        response sink. False when the request is not an infer the route can take so."""
-        router = self.router
-        if router.restrictions:
-            return False
+    def _fast(self, req: Any) -> bool:
+        """A request its route's declared fast form takes without a task (infer: it
+        submits synchronously and replies from the response sink). False when the route
+        declares none or it declines the request."""
         path, _, _ = req.target.partition("?")
         if "%" in path:
             return False
-        handler, params, status, _ = router.resolve("POST", path)
-        infer_now = getattr(getattr(handler, "__self__", None), "infer_now", None)
-        if status != 200 or infer_now is None or getattr(handler, "__name__", "") != "infer":
+        found = self.router.resolve_fast(req.method, path)
+        if found is None:
             return False
+        fast, params = found
         lifecycle = self.lifecycle
         if not lifecycle.accepting:
             return False  # the awaited path answers 503
-        request = HttpRequest("POST", path, CIMultiDictProxy(CIMultiDict(req.headers())),
+        request = HttpRequest(req.method, path, CIMultiDictProxy(CIMultiDict(req.headers())),
                               memoryview(req) if req.body_len else b"", params=params)
         conn = req.conn
         keep_alive = req.keep_alive
@@ -159,9 +162,9 @@ class NativeHttpServer:
 
         lifecycle.enter()
         try:
-            taken = infer_now(request, reply)
+            taken = fast(request, reply)
         except Exception:  # a bug: let the awaited path answer (and log) it
-            self.log.exception("HTTP fast infer failed on %s", path)
+            self.log.exception("HTTP fast path failed on %s", path)
             taken = False
         if not taken:
             lifecycle.leave()
@@ -198,8 +201,8 @@ class NativeHttpServer:
                 trace.finish()
         except Exception as exc:  # the router answers errors itself; this is a bug
             self.log.exception("HTTP %s %s failed", req.method, path)
-            err = HttpResponse.error(f"{exc.__class__.__name__}: {exc}", 500)
-            server.respond(conn, 500, _headers(err), err.body, True)
+            err = error_response(exc)
+            server.respond(conn, err.status, _headers(err), err.body, True)
             self._sent()
         finally:
             lifecycle.leave()

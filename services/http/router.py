@@ -8,7 +8,12 @@ routes later without a second copy of them.
 The router does what Triton's `HTTPAPIServer::Handle` does before a handler runs, in
 the same order: match the path (404 "Not Found"), check the route's restricted-API
 category (403), check the method (405 "Method Not Allowed"). Errors a handler raises
-become `{"error": "..."}` replies with Triton's status mapping.
+become `{"error": "..."}` replies with Triton's status mapping (`error_response`, the
+one place an exception becomes an HTTP status).
+
+A route may also declare a fast form (`add(..., fast=...)`): a task-less handler a
+transport may call instead of awaiting the route, which answers through a callback or
+declines. Transports look it up with `resolve_fast`; nothing is found by inspection.
 """
 
 from __future__ import annotations
@@ -71,15 +76,32 @@ class HttpResponse:
         return self.headers.get(_CT) if self.headers else None
 
 
+def error_response(exc: BaseException) -> HttpResponse:
+    """The reply to a failed request: Triton's status for an InferenceError's code
+    (`errors.status_for`, with the headers an `HttpError` carries), 503 with the missing
+    feature's words for a bus request no service answers, and 500 naming the exception
+    for anything else (a bug: the caller logs it)."""
+    if isinstance(exc, InferenceError):
+        return HttpResponse.error(exc.message, status_for(exc.code), getattr(exc, "headers", None))
+    if isinstance(exc, NoHandler):
+        return HttpResponse.error(no_handler_message(str(exc).rsplit(" ", 1)[-1]), 503)
+    return HttpResponse.error(f"{exc.__class__.__name__}: {exc}", 500)
+
+
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+#: A route's task-less form: called with the request and a reply callback, it answers
+#: through the callback (now or later) and returns True, or returns False having done
+#: nothing, and the transport awaits the route's handler instead.
+FastHandler = Callable[[HttpRequest, Callable[[HttpResponse], None]], bool]
 Restrictions = Mapping[str, tuple[str, str]]  # category -> (header, value)
 
 
 class _Route:
-    __slots__ = ("methods", "category")
+    __slots__ = ("methods", "fast", "category")
 
     def __init__(self, category: str | None) -> None:
         self.methods: dict[str, Handler] = {}
+        self.fast: dict[str, FastHandler] = {}
         self.category = category
 
 
@@ -95,10 +117,11 @@ class Router:
         self.restrictions: dict[str, tuple[str, str]] = dict(restrictions or {})
 
     def add(self, methods: str | tuple[str, ...], path: str, handler: Handler,
-            category: str | None = None) -> None:
+            category: str | None = None, fast: FastHandler | None = None) -> None:
         """Route `methods` on `path` to `handler`. `{name}` in the path matches one
         segment, `{name:regex}` what the regex matches; `category` is the
-        restricted-API group the route belongs to (Triton's RestrictedCategory)."""
+        restricted-API group the route belongs to (Triton's RestrictedCategory);
+        `fast` is the route's task-less form, if it has one."""
         methods = (methods,) if isinstance(methods, str) else methods
         if "{" in path:
             regex = re.compile(
@@ -115,21 +138,37 @@ class Router:
             route.category = category
         for m in methods:
             route.methods[m] = handler
+            if fast is not None:
+                route.fast[m] = fast
+
+    def _find(self, path: str) -> tuple[_Route | None, dict[str, str]]:
+        route = self._exact.get(path)
+        if route is not None:
+            return route, {}
+        for pattern, r in self._patterns:
+            m = pattern.match(path)
+            if m is not None:
+                return r, m.groupdict()
+        return None, {}
 
     def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], int, str | None]:
         """(handler, path params, status, category): status 404/405 when no handler."""
-        route = self._exact.get(path)
-        params: dict[str, str] = {}
+        route, params = self._find(path)
         if route is None:
-            for pattern, r in self._patterns:
-                m = pattern.match(path)
-                if m is not None:
-                    route, params = r, m.groupdict()
-                    break
-            else:
-                return None, params, 404, None
+            return None, params, 404, None
         handler = route.methods.get(method)
         return handler, params, (200 if handler is not None else 405), route.category
+
+    def resolve_fast(self, method: str, path: str) -> tuple[FastHandler, dict[str, str]] | None:
+        """The fast form `method` on `path` declares, with the path parameters; None when
+        it declares none or its category is restricted (the awaited path checks that)."""
+        route, params = self._find(path)
+        if route is None:
+            return None
+        fast = route.fast.get(method)
+        if fast is None or route.category in self.restrictions:
+            return None
+        return fast, params
 
     def restricted(self, category: str | None, headers: Mapping[str, str]) -> HttpResponse | None:
         """The 403 reply when `category` is restricted and the header is missing or wrong."""
@@ -156,11 +195,8 @@ class Router:
         request.params = params
         try:
             return await handler(request)
-        except InferenceError as exc:
-            return HttpResponse.error(exc.message, status_for(exc.code), getattr(exc, "headers", None))
-        except NoHandler as exc:
-            name = str(exc).rsplit(" ", 1)[-1]
-            return HttpResponse.error(no_handler_message(name), 503)
+        except (InferenceError, NoHandler) as exc:
+            return error_response(exc)
         except Exception as exc:  # a bug, or a handler that failed unexpectedly
             log.exception("HTTP %s %s failed", request.method, request.path)
-            return HttpResponse.error(f"{exc.__class__.__name__}: {exc}", 500)
+            return error_response(exc)

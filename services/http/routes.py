@@ -11,7 +11,7 @@ import time
 from typing import Any, AsyncIterator, Callable
 
 from naiad.kernel import header_forward
-from naiad.kernel.bus import Bus
+from naiad.kernel.bus import Bus, NoHandler
 from naiad.kernel.inference import model_config
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.messages import (
@@ -52,7 +52,7 @@ from .codec import (
 from .config import HttpConfig, parse_restricted_api
 from .errors import status_for
 from .generate import ONE_RESPONSE, SSE_TYPE, decode_generate, encode_generate, error_json, sse_event
-from .router import JSON_TYPE, HttpRequest, HttpResponse, Router
+from .router import JSON_TYPE, HttpRequest, HttpResponse, Router, error_response
 
 _OK = HttpResponse(200)
 _INLINE_INFLATE = 64 << 10  # bodies larger than this are (de)compressed off the event loop
@@ -141,10 +141,7 @@ class _InferReply(ResponseSink):
             self._fail(error or InferenceError.internal("model finished the request without a response"))
 
     def _fail(self, exc: BaseException) -> None:
-        if isinstance(exc, InferenceError):
-            self.reply(HttpResponse.error(exc.message, status_for(exc.code), getattr(exc, "headers", None)))
-        else:
-            self.reply(HttpResponse.error(f"{exc.__class__.__name__}: {exc}", 500))
+        self.reply(error_response(exc))
 
 
 class HttpRoutes:
@@ -272,8 +269,8 @@ class HttpRoutes:
         try:
             infer_request, plan = decode_infer(body, headers.get(HEADER_LENGTH), p["model"], _version(p), ())
             self.bus.submit(SubmitInfer(infer_request, _InferReply(reply, plan, self.offload_bytes), True))
-        except InferenceError as exc:
-            reply(HttpResponse.error(exc.message, status_for(exc.code), getattr(exc, "headers", None)))
+        except (InferenceError, NoHandler) as exc:
+            reply(error_response(exc))
         return True
 
     async def _generate_request(self, request: HttpRequest) -> tuple[InferenceRequest, QueueSink]:
@@ -306,7 +303,7 @@ class HttpRoutes:
             return HttpResponse.error(ONE_RESPONSE, 500)
         item = items[0]
         if isinstance(item, InferenceError):
-            return HttpResponse.error(item.message, status_for(item.code))
+            return error_response(item)
         return HttpResponse.raw_json(item)
 
     async def generate_stream(self, request: HttpRequest) -> HttpResponse:
@@ -517,9 +514,10 @@ def build_router(bus: Bus, config: HttpConfig | None = None, traces: Any = None)
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version:[0-9]+}"
 
-    # Inference first: the hot path meets its pattern before any other.
+    # Inference first: the hot path meets its pattern before any other. Its task-less
+    # form is the one route a transport may take without awaiting (`Router.resolve_fast`).
     for base in (model, versioned):
-        add("POST", base + "/infer", r.infer, "inference")
+        add("POST", base + "/infer", r.infer, "inference", fast=r.infer_now)
     add("GET", "/v2/models/stats", r.statistics, "statistics")
     add(("GET", "POST"), "/v2/logging", r.logging, "logging")
     for base in (model, versioned):

@@ -41,7 +41,7 @@ class HttpService(Service):
             reason = native.unsupported_reason(cfg)
             if not reason:
                 self._native = native.NativeHttpServer(cfg, self.router, self.context.lifecycle, self.log,
-                                                       self.context.traces)
+                                                       self.context.traces, spawn=self.spawn)
                 self.port = await self._native.start()
                 self.context.lifecycle.add_listener(LISTENER, self._native.close_listener,
                                                     lambda native=self._native: native.connections)
