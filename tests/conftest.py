@@ -1,16 +1,11 @@
-"""Shared test set-up: `support` helpers importable, and a fixture that runs naiad."""
+"""Shared test set-up: a fixture that runs naiad (`support` is importable through
+pytest's `pythonpath` in pyproject.toml)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-
-from support.naiad_process import NaiadProcess  # noqa: E402
+from support.naiad_process import NaiadProcess
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.types import FutureSink, QueueSink
 
-from pybackend_harness import ADD_SUB, ADD_SUB_CONFIG, Harness, request, run, stub_processes
+from support.python_backend import ADD_SUB, ADD_SUB_CONFIG, Harness, request, run, stub_processes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -739,10 +739,9 @@ def test_close_leaves_no_processes_and_no_shm(tmp_path: Path) -> None:
 
 
 PARENT_SCRIPT = '''
-import asyncio, sys
-sys.path.insert(0, {harness_dir!r})
+import asyncio
 from pathlib import Path
-from pybackend_harness import ADD_SUB, ADD_SUB_CONFIG, Harness
+from support.python_backend import ADD_SUB, ADD_SUB_CONFIG, Harness
 
 async def main():
     h = Harness(Path({root!r}))
@@ -756,8 +755,10 @@ asyncio.run(main())
 
 def test_stub_exits_when_parent_dies(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
-    script.write_text(PARENT_SCRIPT.format(harness_dir=str(Path(__file__).parent), root=str(tmp_path / "models")))
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    script.write_text(PARENT_SCRIPT.format(root=str(tmp_path / "models")))
+    tests_dir = str(Path(__file__).resolve().parents[2])  # where `support` lives
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": tests_dir})
     try:
         line = parent.stdout.readline()
         stub_pid = int(line.strip())

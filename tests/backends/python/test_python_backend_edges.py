@@ -11,7 +11,7 @@ import pytest
 from naiad.kernel.inference.errors import ErrorCode
 from naiad.kernel.inference.types import QueueSink
 
-from pybackend_harness import ADD_SUB, ADD_SUB_CONFIG, Harness, request, run
+from support.python_backend import ADD_SUB, ADD_SUB_CONFIG, Harness, request, run
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -392,7 +392,7 @@ class TritonPythonModel:
 def test_auto_complete_stub_is_reused_only_without_auto_complete_config(tmp_path: Path) -> None:
     from naiad.kernel.inference.backend import InstanceSpec, ModelSpec
 
-    from pybackend_harness import write_model
+    from support.python_backend import write_model
 
     with_ac = IDENTITY.replace(
         "class TritonPythonModel:\n",
