@@ -155,10 +155,18 @@ class PythonBackend(Backend):
             label=label,
             stubs=lambda: self._new_stub(label, python_env),
         )
-        await inst.start(primed)
         inst.on_close = self.instances.discard
-        self.instances.add(inst)
+        self.instances.add(inst)  # from the start, so that abort() reaches an initialize
+        try:
+            await inst.start(primed)
+        except BaseException:
+            self.instances.discard(inst)
+            raise
         return inst
+
+    def abort(self, error: InferenceError) -> None:
+        for inst in list(self.instances):
+            inst.abort(error)
 
     async def close(self) -> None:
         self.spare.close()

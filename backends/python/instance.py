@@ -708,7 +708,7 @@ class Session:
         """Shutdown's exit timeout: a stub still running work gets SIGTERM, then SIGKILL
         after `grace`; that work is answered with `error` when it is gone. An idle stub
         is left for `close()` to finalize. Returns whether the stub was ended."""
-        if self.dead or not (self.batches or self.waiters):
+        if self.dead or self._abort_error is not None or not (self.batches or self.waiters):
             return False
         self.on_death = None  # no restart
         self._abort_error = error
@@ -760,6 +760,7 @@ class PythonModelInstance(ModelInstance):
         self.is_async = False
         self._closed = False
         self._aborted: InferenceError | None = None  # shutdown ended this instance's work
+        self._launching: Session | None = None  # the session running initialize, if any
         self._restart: asyncio.Task | None = None
         self._backoff = 0.0
         self._next_try = 0.0
@@ -794,10 +795,13 @@ class PythonModelInstance(ModelInstance):
                 on_death=self._on_death,
                 stub=self.stubs() if self.stubs is not None else None,
             )
+        self._launching = session
         try:
             info = await session.initialize(self.init_config)
         except StubDied as exc:
             session.kill()
+            if session._abort_error is not None:  # shutdown stopped it: say so
+                raise session._abort_error from None
             raise InferenceError.internal(
                 f"Stub process for model instance '{self.instance.name}' of model '{self.model.name}' "
                 f"died during initialize ({exc})"
@@ -805,6 +809,8 @@ class PythonModelInstance(ModelInstance):
         except BaseException:
             session.kill()
             raise
+        finally:
+            self._launching = None
         self.is_async = bool(info.get("is_async"))
         self.max_inflight = self.settings.max_inflight if self.is_async else 1
         return session
@@ -886,11 +892,11 @@ class PythonModelInstance(ModelInstance):
         self._aborted = error
         if self._restart is not None and not self._restart.done():
             self._restart.cancel()
-        session = self.session
-        if session is not None and session.abort(error, _TERM_GRACE_SECS):
-            logger.warning("model instance '%s' (model '%s') was still executing at the exit timeout: "
-                           "stopping its stub (pid %d, SIGTERM, SIGKILL after %gs)", self.instance.name,
-                           self.model.name, session.pid, _TERM_GRACE_SECS)
+        for session, doing in ((self.session, "executing"), (self._launching, "initializing")):
+            if session is not None and session.abort(error, _TERM_GRACE_SECS):
+                logger.warning("model instance '%s' (model '%s') was still %s at the exit timeout: stopping "
+                               "its stub (pid %d, SIGTERM, SIGKILL after %gs)", self.instance.name,
+                               self.model.name, doing, session.pid, _TERM_GRACE_SECS)
 
     async def close(self) -> None:
         if self._closed:

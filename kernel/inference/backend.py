@@ -128,5 +128,9 @@ class Backend(abc.ABC):
     async def create_instance(self, model: ModelSpec, instance: InstanceSpec) -> ModelInstance:
         """Load one instance (may take long: it runs off the hot path)."""
 
+    def abort(self, error: InferenceError) -> None:
+        """Shutdown's exit timeout ran out: end what this backend's instances still run,
+        loads included (see ModelInstance.abort). Default: nothing to end early."""
+
     async def close(self) -> None:
         """Release backend-wide resources at shutdown."""

@@ -45,6 +45,30 @@ class TritonPythonModel:
             "OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())]) for r in requests]
 '''
 
+# Takes a minute to initialize (a load in flight at the signal).
+SLOW_INIT_MODEL = '''
+import time
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        time.sleep(60)
+
+    def execute(self, requests):
+        return []
+'''
+
+# A decoupled model that never answers (a stream in flight at the signal).
+SILENT_DECOUPLED_MODEL = '''
+import time
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(120)
+        return None
+'''
+
 # A plug-in service whose stop() blocks the event loop: only the watchdog can end the process.
 HANGING_SERVICE = '''
 import time
@@ -140,6 +164,48 @@ def test_stuck_model_is_stopped_at_the_exit_timeout_and_its_requests_answered(na
     logs = proc.logs()
     assert "was still executing at the exit timeout: stopping its stub" in logs
     assert "the 2s exit timeout cut off 2 in-flight request(s)" in logs
+
+
+def test_a_load_and_a_stream_cut_by_the_exit_timeout_are_answered_unavailable(naiad, tmp_path):
+    repo = tmp_path / "models"
+    write_model(repo, "slow_init", identity_config("slow_init", dims="[ 1 ]"), SLOW_INIT_MODEL)
+    write_model(repo, "silent", identity_config("silent", dims="[ 1 ]", extra="model_transaction_policy { decoupled: true }\n"),
+                SILENT_DECOUPLED_MODEL)
+    proc = naiad(f"--model-repository={repo}", f"--exit-timeout-secs={EXIT_TIMEOUT}",
+                 "--model-control-mode=explicit", "--load-model=silent")
+    loaded: list = []
+
+    def load() -> None:
+        client = grpcclient.InferenceServerClient(proc.grpc_address)
+        try:
+            client.load_model("slow_init")
+            loaded.append("loaded")
+        except InferenceServerException as exc:
+            loaded.append((exc.status(), exc.message()))
+        finally:
+            client.close()
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    streamed: list = []
+    stream = grpcclient.InferenceServerClient(proc.grpc_address)
+    stream.start_stream(callback=lambda result, error: streamed.append(str(error) if error else "answered"))
+    x = grpcclient.InferInput("INPUT0", [1], "FP32")
+    x.set_data_from_numpy(np.array([7], dtype=np.float32))
+    stream.async_stream_infer("silent", [x])
+    time.sleep(0.7)  # the load is in initialize, the stream's request in execute
+
+    code, took = _sigterm_and_time(proc)
+    loader.join(5)
+    stream.stop_stream()
+    stream.close()
+    print(f"\nexit after SIGTERM with a load and a stream in flight: {took:.2f}s")
+    cut = f"Server exiting: the {EXIT_TIMEOUT}s exit timeout cut this request off"
+    assert code == 1
+    assert took < EXIT_TIMEOUT + STOP_GRACE
+    assert loaded == [("StatusCode.UNAVAILABLE", cut)]
+    assert streamed == [cut]
+    assert "was still initializing at the exit timeout: stopping its stub" in proc.logs()
 
 
 def test_a_service_that_blocks_at_stop_cannot_hold_the_exit(naiad, tmp_path):
