@@ -108,13 +108,18 @@ def _http_infer(port: int, out: list) -> threading.Thread:
     return t
 
 
-def _grpc_infer(address: str, out: list) -> threading.Thread:
+def _input() -> grpcclient.InferInput:
+    x = grpcclient.InferInput("INPUT0", [1], "FP32")
+    x.set_data_from_numpy(np.array([7], dtype=np.float32))
+    return x
+
+
+def _grpc_call(address: str, call, out: list) -> threading.Thread:
+    """`call(client)` on a thread; `out` gets "answered" or the error's (status, message)."""
     def go() -> None:
         client = grpcclient.InferenceServerClient(address)
-        x = grpcclient.InferInput("INPUT0", [1], "FP32")
-        x.set_data_from_numpy(np.array([7], dtype=np.float32))
         try:
-            client.infer("stuck", [x], client_timeout=60)
+            call(client)
             out.append("answered")
         except InferenceServerException as exc:
             out.append((exc.status(), exc.message()))
@@ -145,7 +150,7 @@ def test_stuck_model_is_stopped_at_the_exit_timeout_and_its_requests_answered(na
     assert stubs
     http_out: list = []
     grpc_out: list = []
-    threads = [_http_infer(proc.http_port, http_out), _grpc_infer(proc.grpc_address, grpc_out)]
+    threads = [_http_infer(proc.http_port, http_out), _grpc_call(proc.grpc_address, lambda c: c.infer("stuck", [_input()], client_timeout=60), grpc_out)]
     time.sleep(0.5)  # both requests are in the model's execute by now (two instances)
 
     code, took = _sigterm_and_time(proc)
@@ -174,25 +179,11 @@ def test_a_load_and_a_stream_cut_by_the_exit_timeout_are_answered_unavailable(na
     proc = naiad(f"--model-repository={repo}", f"--exit-timeout-secs={EXIT_TIMEOUT}",
                  "--model-control-mode=explicit", "--load-model=silent")
     loaded: list = []
-
-    def load() -> None:
-        client = grpcclient.InferenceServerClient(proc.grpc_address)
-        try:
-            client.load_model("slow_init")
-            loaded.append("loaded")
-        except InferenceServerException as exc:
-            loaded.append((exc.status(), exc.message()))
-        finally:
-            client.close()
-
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
+    loader = _grpc_call(proc.grpc_address, lambda c: c.load_model("slow_init"), loaded)
     streamed: list = []
     stream = grpcclient.InferenceServerClient(proc.grpc_address)
     stream.start_stream(callback=lambda result, error: streamed.append(str(error) if error else "answered"))
-    x = grpcclient.InferInput("INPUT0", [1], "FP32")
-    x.set_data_from_numpy(np.array([7], dtype=np.float32))
-    stream.async_stream_infer("silent", [x])
+    stream.async_stream_infer("silent", [_input()])
     time.sleep(0.7)  # the load is in initialize, the stream's request in execute
 
     code, took = _sigterm_and_time(proc)
