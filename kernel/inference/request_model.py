@@ -101,13 +101,17 @@ class RequestValues:
         self.options: dict[str, Any] = {}
 
 
+#: The values of a request without parameters (most requests): shared, never changed.
+NO_VALUES = RequestValues()
+
+
 def read_parameters(params: Mapping[str, Any] | None, wire: Wire) -> RequestValues:
     """The request parameters, in the order the client sent them (the first bad one is
     the error): the scheduling values, the protocol's options, reserved `triton_` keys
     refused, the rest passed through to the model."""
-    values = RequestValues()
     if not params:
-        return values
+        return NO_VALUES
+    values = RequestValues()
     options = wire.options
     for key, value in params.items():
         if key == "sequence_id":
@@ -176,7 +180,7 @@ def build_request(
 ) -> InferenceRequest:
     """The request every front end hands to the bus. Forwarded headers become string
     parameters, after (and over) the client's own."""
-    if values is None:
+    if values is None or values is NO_VALUES:
         parameters = dict(forwarded) if forwarded else None
         return InferenceRequest(model_name, inputs, model_version=model_version, id=id, outputs=outputs,
                                 parameters=parameters, protocol=protocol)
