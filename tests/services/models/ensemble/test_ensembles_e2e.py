@@ -125,7 +125,7 @@ ensemble_scheduling {
 }
 '''
 
-REPEAT_CONFIG_PATH = Path(__file__).resolve().parents[3] / "examples" / "models" / "repeat_decoupled"
+REPEAT_CONFIG_PATH = Path(__file__).resolve().parents[4] / "examples" / "models" / "repeat_decoupled"
 
 
 def _build(repo: Path, marker: Path) -> None:

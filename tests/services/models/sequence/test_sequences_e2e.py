@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from support.models import write_model
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "models" / "bigram_generator"
+EXAMPLE = Path(__file__).resolve().parents[4] / "examples" / "models" / "bigram_generator"
 
 # Sums INPUT per sequence (keyed by correlation id, reset on START) and reports the
 # control inputs it saw, the batch size, and CORRID as text.
