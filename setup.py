@@ -155,7 +155,7 @@ def _extensions() -> list[Extension]:
 
 # ------------------------------------------------------- optional native front ends --
 # The data-plane front ends in ext/ (`_native_grpc`, `_native_http`) need system
-# libraries (Debian: libgrpc++-dev; the HTTP one needs only the C++ standard library).
+# libraries (Debian: libgrpc++-dev; node-llhttp for the HTTP one, below).
 # Each is built only where its pkg-config packages are found, and as an `optional`
 # extension: a failing compile prints a warning and the install goes on. naiad then
 # serves that protocol on aiohttp / grpcio and says so in one line at start.
@@ -164,6 +164,28 @@ OPTIONAL_NATIVE: dict[str, tuple[str, ...]] = {
     "_native_grpc": ("grpc++",),
     "_native_http": (),
 }
+
+
+# llhttp (the HTTP/1.1 parser of Node.js, aiohttp and httptools) frames `_native_http`'s
+# requests. It ships no library or pkg-config file, so its C sources are taken from the system
+# at build time and compiled into the extension in strict mode: Debian's node-llhttp
+# (/usr/share/llhttp, /usr/share/include/llhttp), or $NAIAD_LLHTTP_DIR laid out as llhttp's
+# release (include/llhttp.h, src/*.c; httptools' sdist carries one under vendor/llhttp).
+
+LLHTTP_SOURCES = ("llhttp.c", "api.c", "http.c")
+NEEDS_LLHTTP = ("_native_http",)
+
+
+def _llhttp() -> tuple[list[str], str] | None:
+    """(C sources, include dir) of llhttp, or None when it is not installed."""
+    roots = [(Path("/usr/share/llhttp"), Path("/usr/share/include/llhttp"))]
+    if os.environ.get("NAIAD_LLHTTP_DIR"):
+        home = Path(os.environ["NAIAD_LLHTTP_DIR"])
+        roots.insert(0, (home / "src", home / "include"))
+    for src, include in roots:
+        if (include / "llhttp.h").exists() and all((src / name).exists() for name in LLHTTP_SOURCES):
+            return [str(src / name) for name in LLHTTP_SOURCES], str(include)
+    return None
 
 
 def _pkg_config(packages: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
@@ -200,17 +222,29 @@ def _optional_extensions(copt: list[str]) -> list[Extension]:
                   "naiad will serve that protocol on its Python transport", file=sys.stderr)
             continue
         cflags, libs = flags
-        out.append(
-            Extension(
-                f"naiad.ext.{stem}",
-                [str(source.relative_to(ROOT))],
-                include_dirs=[pybind11.get_include(), str(ROOT / "ext")],
-                language="c++",
-                extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"] + cflags,
-                extra_link_args=libs + ["-pthread"],
-                optional=True,
-            )
+        include_dirs = [pybind11.get_include(), str(ROOT / "ext")]
+        c_sources: list[str] = []
+        if stem in NEEDS_LLHTTP:
+            llhttp = _llhttp()
+            if llhttp is None:
+                print(f"naiad build: note: {stem} not built (llhttp not found: install Debian's node-llhttp "
+                      "or set NAIAD_LLHTTP_DIR); naiad will serve that protocol on its Python transport",
+                      file=sys.stderr)
+                continue
+            c_sources, llhttp_include = llhttp
+            include_dirs.append(llhttp_include)
+        ext = Extension(
+            f"naiad.ext.{stem}",
+            [str(source.relative_to(ROOT))],
+            include_dirs=include_dirs,
+            language="c++",
+            extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"] + cflags,
+            extra_link_args=libs + ["-pthread"],
+            optional=True,
         )
+        ext.c_sources = c_sources  # type: ignore[attr-defined]  # compiled by BuildExt as C
+        ext.c_args = copt  # type: ignore[attr-defined]
+        out.append(ext)
     return out
 
 
@@ -262,6 +296,16 @@ class BuildExt(build_ext):
     def run(self) -> None:
         generate_protos()
         super().run()
+
+    def build_extension(self, ext: Extension) -> None:
+        # C sources from the system (llhttp) compile as C, strict, and link in as objects.
+        c_sources = getattr(ext, "c_sources", None)
+        if c_sources:
+            objects = self.compiler.compile(
+                c_sources, output_dir=self.build_temp, macros=[("LLHTTP_STRICT_MODE", "1")],
+                include_dirs=ext.include_dirs, extra_postargs=[*ext.c_args, "-fvisibility=hidden"])
+            ext.extra_objects = [*ext.extra_objects, *objects]
+        super().build_extension(ext)
 
 
 packages, package_dir = _packages()

@@ -1,8 +1,8 @@
 // naiad.ext._native_http: the HTTP/1.1 data plane on its own epoll loop.
 //
-// One native thread accepts connections, reads and frames requests (request line,
-// headers, Content-Length or chunked bodies, Expect: 100-continue, keep-alive), and
-// writes replies. Each complete request reaches Python through one hand-off queue
+// One native thread accepts connections, reads and frames requests (llhttp, through
+// `frontend/http1_framer.h`: request line, headers, Content-Length or chunked bodies,
+// keep-alive; Expect: 100-continue here), and writes replies. Each complete request reaches Python through one hand-off queue
 // (`frontend/handoff.h`: an eventfd the event loop watches, written once per burst) as
 // method, path, headers and the body as a buffer over the bytes received. Python's
 // router answers every route; its reply goes back through a second queue whose eventfd
@@ -37,32 +37,30 @@
 #include <vector>
 
 #include "frontend/handoff.h"
+#include "frontend/http1_framer.h"
 
 namespace py = pybind11;
 using naiad_frontend::Handoff;
+using naiad_frontend::FramedRequest;
+using naiad_frontend::FramerLimits;
 
 namespace {
 
-constexpr size_t kMaxHeaderBytes = 64 << 10;
 constexpr size_t kReadChunk = 64 << 10;
 // A declared Content-Length reserves at most this much up front; the rest grows as bytes
 // arrive (a client that declares 1 GiB and sends nothing must not cost 1 GiB).
 constexpr size_t kMaxReserve = 1 << 20;
 // Bytes read ahead on a connection while its request is with Python.
 constexpr size_t kMaxPipelined = 1 << 20;
-// Room on a request line for the method, the version and their spaces.
-constexpr size_t kMaxMethodAndVersion = 64;
 // How long accepting pauses when accept() fails for want of descriptors or memory.
 constexpr std::chrono::milliseconds kAcceptBackoff{100};
 
-struct Request {
+// Method, target, headers, keep-alive and the body as [body_off, +body_len) of `buf` (the
+// bytes received, or a chunked body's data).
+struct Request : FramedRequest {
   uint64_t conn = 0;
-  std::string method, target;
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string buf;  // the bytes received; the body is [body_off, body_off + body_len)
-  size_t body_off = 0, body_len = 0;
-  bool keep_alive = true;
 };
+using Framer = naiad_frontend::Http1Framer<Request>;
 
 enum OutKind : int { OUT_FULL, OUT_HEAD, OUT_CHUNK, OUT_END };
 
@@ -77,6 +75,7 @@ struct Conn {
   int fd;
   uint64_t id;
   std::string in;
+  std::unique_ptr<Framer> framer;  // frames the requests in `in`
   std::string out;
   size_t out_off = 0;
   bool busy = false;            // a request is with Python
@@ -119,61 +118,6 @@ const char* reason(int status) {
     case 504: return "Gateway Timeout";
     default: return "Unknown";
   }
-}
-
-bool iequals(const std::string& a, const char* b) {
-  size_t n = std::strlen(b);
-  if (a.size() != n) return false;
-  for (size_t i = 0; i < n; ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) != b[i]) return false;
-  return true;
-}
-
-bool icontains(const std::string& a, const char* token) {
-  std::string low(a);
-  for (auto& c : low) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return low.find(token) != std::string::npos;
-}
-
-// RFC 9110 §5.6.2: the characters of a token (methods, header names, transfer codings).
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~': return true;
-    default: return false;
-  }
-}
-
-bool is_token(const std::string& s, size_t begin, size_t end) {
-  if (begin >= end) return false;
-  for (size_t i = begin; i < end; ++i)
-    if (!is_tchar(static_cast<unsigned char>(s[i]))) return false;
-  return true;
-}
-
-// Control characters (other than HTAB) may not appear in a field value or a chunk extension.
-bool has_ctl(const std::string& s, size_t begin, size_t end) {
-  for (size_t i = begin; i < end; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return true;
-  }
-  return false;
-}
-
-int hex_value(char ch) {
-  unsigned char c = static_cast<unsigned char>(ch);
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string trim_ows(const std::string& s) {
-  size_t b = 0, e = s.size();
-  while (b < e && (s[b] == ' ' || s[b] == '\t')) ++b;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t')) --e;
-  return s.substr(b, e - b);
 }
 
 std::string simple_reply(int status, const std::string& message) {
@@ -372,7 +316,7 @@ class Server {
   // (one byte now and then does not keep a connection).
   bool too_slow(Conn& c, std::chrono::steady_clock::time_point now) {
     double since_start = std::chrono::duration<double>(now - c.started).count();
-    if (c.in.find("\r\n\r\n") == std::string::npos)
+    if (!c.framer->head_done())
       return lim_.header_timeout > 0 && since_start > lim_.header_timeout;
     if (lim_.body_timeout <= 0) return false;
     double window = std::chrono::duration<double>(now - c.rate_mark).count();
@@ -404,6 +348,8 @@ class Server {
       c->fd = fd;
       c->id = ++next_id_;
       c->last = std::chrono::steady_clock::now();
+      c->framer = std::make_unique<Framer>(FramerLimits{lim_.max_header_bytes, lim_.max_headers,
+                                                        lim_.max_url_bytes, max_body_});
       if (lim_.max_connections && conns_.size() >= lim_.max_connections) {
         // Over the limit: a best-effort 503 (the socket's buffer is empty), then close.
         std::string reply = simple_reply(503, "too many connections");
@@ -552,238 +498,48 @@ class Server {
   }
 
   // Frame one request from c.in, if complete, and hand it to Python. Framing follows
-  // RFC 9112 strictly: anything ambiguous (CL with TE, duplicate or non-digit CL, a
-  // transfer coding other than a final `chunked`, bad chunk framing, obs-fold, a method or
-  // header name that is not a token) is answered with an error and the connection closes,
-  // so no byte a client sends is ever read as the start of another request.
+  // RFC 9112 strictly (`Http1Framer`): anything ambiguous or malformed is answered with an
+  // error and the connection closes, so no byte a client sends is ever read as the start of
+  // another request.
   void parse(Conn& c) {
-    const std::string& in = c.in;
-    size_t head_end = in.find("\r\n\r\n");
-    if (head_end == std::string::npos || head_end + 4 > lim_.max_header_bytes) {
-      size_t line_end = in.find("\r\n");
-      if (line_end == std::string::npos) line_end = in.size();
-      if (lim_.max_url_bytes && line_end > lim_.max_url_bytes + kMaxMethodAndVersion)
-        fail(c, 414, "request URL exceeds the limit of " + std::to_string(lim_.max_url_bytes) + " bytes");
-      else if (in.size() > lim_.max_header_bytes)
-        fail(c, 431, "request headers exceed the limit of " + std::to_string(lim_.max_header_bytes) + " bytes");
-      return;
+    Framer& f = *c.framer;
+    switch (f.feed(c.in)) {
+      case Framer::kError:
+        fail(c, f.status(), f.error());
+        return;
+      case Framer::kMore:
+        if (!f.head_done()) return;
+        if (uint64_t rest = f.body_remaining()) {
+          // A declared Content-Length reserves at most kMaxReserve; the rest grows as it comes.
+          size_t want = size_t(std::min<uint64_t>(c.in.size() + rest, kMaxReserve));
+          if (want > c.in.capacity()) c.in.reserve(want);
+        }
+        if (f.expect_continue() && !c.continue_sent) {
+          c.continue_sent = true;
+          send_now(c, "HTTP/1.1 100 Continue\r\n\r\n");
+          flush(c);
+        }
+        return;
+      case Framer::kDone:
+        break;
     }
-    auto req = std::make_shared<Request>();
+    std::shared_ptr<Request> req = f.take();
     req->conn = c.id;
-    Framing f;
-    int status = parse_head(in, head_end, *req, f);
-    if (status != 0) {
-      fail(c, status, f.error);
-      return;
-    }
-    size_t body_start = head_end + 4;
-    size_t consumed;
-    if (f.chunked) {
-      std::vector<std::pair<size_t, size_t>> pieces;  // (offset, size) of each chunk's data
-      size_t total = 0;
-      status = frame_chunks(in, body_start, pieces, total, consumed, f.error);
-      if (status < 0) return wait_body(c, f.expect_continue);
-      if (status != 0) {
-        fail(c, status, f.error);
-        return;
-      }
-      req->buf.reserve(total);
-      for (auto& piece : pieces) req->buf.append(in, piece.first, piece.second);
-      req->body_off = 0;
-      req->body_len = req->buf.size();
+    size_t consumed = f.consumed();
+    if (f.chunked()) {  // the chunks' data is in req->buf already
       c.in.erase(0, consumed);
+    } else if (consumed == c.in.size()) {  // the usual case: hand the buffer over, no copy
+      req->buf = std::move(c.in);
+      c.in = std::string();
     } else {
-      size_t len = f.content_length < 0 ? 0 : size_t(f.content_length);
-      if (len > max_body_) {
-        fail(c, 413, "request body exceeds the limit of " + std::to_string(max_body_) + " bytes");
-        return;
-      }
-      if (in.size() < body_start + len) {
-        size_t want = std::min(body_start + len, kMaxReserve);
-        if (want > c.in.capacity()) c.in.reserve(want);
-        return wait_body(c, f.expect_continue);
-      }
-      consumed = body_start + len;
-      req->body_off = body_start;
-      req->body_len = len;
-      if (consumed == in.size()) {  // the usual case: hand the buffer over, no copy
-        req->buf = std::move(c.in);
-        c.in = std::string();
-      } else {
-        req->buf.assign(in, 0, consumed);
-        c.in.erase(0, consumed);
-      }
+      req->buf.assign(c.in, 0, consumed);
+      c.in.erase(0, consumed);
     }
+    f.next();
     c.continue_sent = false;
     c.busy = true;
     if (!req->keep_alive) c.close_after = true;
     inbox_.push(std::move(req));
-  }
-
-  struct Framing {
-    long long content_length = -1;
-    bool chunked = false, expect_continue = false;
-    std::string error;
-  };
-
-  // The request line and header fields of in[0, head_end): 0, or the status to refuse with
-  // (f.error says why).
-  int parse_head(const std::string& in, size_t head_end, Request& req, Framing& f) const {
-    auto bad = [&f](int status, const char* why) {
-      f.error = why;
-      return status;
-    };
-    size_t line_end = in.find("\r\n");
-    size_t sp1 = in.find(' ');
-    size_t sp2 = sp1 == std::string::npos ? sp1 : in.find(' ', sp1 + 1);
-    if (sp1 == std::string::npos || sp2 == std::string::npos || sp2 > line_end)
-      return bad(400, "malformed request line");
-    if (!is_token(in, 0, sp1)) return bad(400, "malformed request method");
-    for (size_t i = sp1 + 1; i < sp2; ++i) {
-      unsigned char ch = static_cast<unsigned char>(in[i]);
-      if (ch <= 0x20 || ch == 0x7f) return bad(400, "malformed request target");
-    }
-    if (sp2 == sp1 + 1) return bad(400, "malformed request target");
-    if (lim_.max_url_bytes && sp2 - sp1 - 1 > lim_.max_url_bytes) {
-      f.error = "request URL exceeds the limit of " + std::to_string(lim_.max_url_bytes) + " bytes";
-      return 414;
-    }
-    std::string version(in, sp2 + 1, line_end - sp2 - 1);
-    bool digits = version.size() == 8 && std::isdigit(static_cast<unsigned char>(version[5])) &&
-                  version[6] == '.' && std::isdigit(static_cast<unsigned char>(version[7]));
-    if (version.compare(0, 5, "HTTP/") != 0 || !digits) return bad(400, "malformed HTTP version");
-    if (version[5] != '1') return bad(505, "HTTP version not supported");
-    req.method.assign(in, 0, sp1);
-    req.target.assign(in, sp1 + 1, sp2 - sp1 - 1);
-    bool http10 = version == "HTTP/1.0";
-    req.keep_alive = !http10;
-    std::vector<std::string> codings;
-    bool has_te = false;
-    size_t pos = line_end + 2;
-    size_t fields = 0;
-    while (pos < head_end) {
-      size_t eol = in.find("\r\n", pos);
-      if (lim_.max_headers && ++fields > lim_.max_headers) {
-        f.error = "request has more than " + std::to_string(lim_.max_headers) + " header fields";
-        return 431;
-      }
-      if (in[pos] == ' ' || in[pos] == '\t') return bad(400, "obsolete line folding in headers");
-      size_t colon = in.find(':', pos);
-      if (colon == std::string::npos || colon > eol || !is_token(in, pos, colon))
-        return bad(400, "malformed header");
-      if (has_ctl(in, colon + 1, eol)) return bad(400, "malformed header value");
-      std::string name(in, pos, colon - pos);
-      std::string value = trim_ows(std::string(in, colon + 1, eol - colon - 1));
-      if (iequals(name, "content-length")) {
-        if (f.content_length >= 0) return bad(400, "duplicate Content-Length");
-        // 1*DIGIT, no sign; 18 digits cannot overflow and exceed any body limit.
-        if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos)
-          return bad(400, "invalid Content-Length");
-        size_t lead = value.find_first_not_of('0');
-        if (lead != std::string::npos && value.size() - lead > 18) {
-          f.content_length = std::numeric_limits<long long>::max();  // over any body limit: 413
-        } else {
-          f.content_length = 0;
-          for (char ch : value) f.content_length = f.content_length * 10 + (ch - '0');
-        }
-      } else if (iequals(name, "transfer-encoding")) {
-        has_te = true;
-        size_t start = 0;
-        while (start <= value.size()) {
-          size_t comma = value.find(',', start);
-          if (comma == std::string::npos) comma = value.size();
-          std::string coding = trim_ows(value.substr(start, comma - start));
-          for (auto& ch : coding) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-          if (!coding.empty()) codings.push_back(std::move(coding));
-          start = comma + 1;
-        }
-      } else if (iequals(name, "connection")) {
-        if (icontains(value, "close")) req.keep_alive = false;
-        else if (icontains(value, "keep-alive")) req.keep_alive = true;
-      } else if (iequals(name, "expect")) {
-        f.expect_continue = icontains(value, "100-continue");
-      }
-      req.headers.emplace_back(std::move(name), std::move(value));
-      pos = eol + 2;
-    }
-    if (has_te) {
-      // RFC 9112 §6.1-6.3: TE in HTTP/1.0, or chunked not the final coding (once) leave
-      // the body length unknown: 400. Codings before chunked we do not implement: 501.
-      // TE with CL: framed by TE alone and the connection closed after the reply (§6.3
-      // allows it, and Triton serves such requests), so nothing after the body is read.
-      if (f.content_length >= 0) {
-        f.content_length = -1;
-        req.keep_alive = false;
-      }
-      if (http10) return bad(400, "Transfer-Encoding in an HTTP/1.0 request");
-      size_t nchunked = 0;
-      for (auto& coding : codings) nchunked += coding == "chunked";
-      if (codings.empty() || codings.back() != "chunked" || nchunked != 1)
-        return bad(400, "Transfer-Encoding must end in chunked, once");
-      if (codings.size() != 1) return bad(501, "unsupported transfer coding");
-      f.chunked = true;
-    }
-    return 0;
-  }
-
-  // A chunked body starting at in[p]: -1 while incomplete, 0 when complete (pieces, total
-  // and consumed set), or the status to refuse with (error says why). A chunk size is
-  // 1*HEXDIG bounded by the body limit, so no size can overflow or loop.
-  int frame_chunks(const std::string& in, size_t p, std::vector<std::pair<size_t, size_t>>& pieces,
-                   size_t& total, size_t& consumed, std::string& error) const {
-    for (;;) {
-      size_t eol = in.find("\r\n", p);
-      if (eol == std::string::npos) {
-        if (in.size() - p > kMaxHeaderBytes) return error = "chunk size line too long", 400;
-        return -1;
-      }
-      size_t q = p, size = 0;
-      while (q < eol && in[q] == '0') ++q;  // leading zeros carry no value
-      size_t digits_from = q;
-      bool any = q > p;
-      for (; q < eol && hex_value(in[q]) >= 0; ++q) {
-        any = true;
-        if (q - digits_from >= 15) return error = "request body exceeds the limit of " + std::to_string(max_body_) + " bytes", 413;
-        size = size * 16 + size_t(hex_value(in[q]));
-      }
-      if (!any) return error = "invalid chunk size", 400;
-      while (q < eol && (in[q] == ' ' || in[q] == '\t')) ++q;  // BWS before a chunk extension
-      if (q < eol && (in[q] != ';' || has_ctl(in, q, eol))) return error = "invalid chunk size", 400;
-      if (size > max_body_ - total)
-        return error = "request body exceeds the limit of " + std::to_string(max_body_) + " bytes", 413;
-      if (size == 0) {  // last chunk; the trailer section ends at an empty line
-        size_t t = eol + 2;
-        for (;;) {
-          size_t tl = in.find("\r\n", t);
-          if (tl == std::string::npos) {
-            if (in.size() - eol > kMaxHeaderBytes) return error = "request trailers too large", 431;
-            return -1;
-          }
-          if (tl == t) {
-            consumed = t + 2;
-            return 0;
-          }
-          size_t colon = in.find(':', t);
-          if (colon == std::string::npos || colon > tl || !is_token(in, t, colon) || has_ctl(in, colon + 1, tl))
-            return error = "malformed trailer", 400;
-          t = tl + 2;
-        }
-      }
-      size_t data = eol + 2;
-      if (in.size() < data + size + 2) return -1;
-      if (in[data + size] != '\r' || in[data + size + 1] != '\n') return error = "chunk data not followed by CRLF", 400;
-      pieces.emplace_back(data, size);
-      total += size;
-      p = data + size + 2;
-    }
-  }
-
-  void wait_body(Conn& c, bool expect_continue) {
-    if (expect_continue && !c.continue_sent) {
-      c.continue_sent = true;
-      send_now(c, "HTTP/1.1 100 Continue\r\n\r\n");
-      flush(c);
-    }
   }
 
   int listen_fd_ = -1;
