@@ -1,13 +1,16 @@
 """Scheduling for one model version: a priority queue of pending requests and one worker
-per instance slot that forms batches and runs them.
+per instance slot that runs the batches it is given.
 
 Workers are long-lived tasks (one per instance × `max_inflight`), so a request costs a
-deque append and, at most, waking one idle worker — no task per request. Batching
-follows Triton's dynamic batcher: FIFO within a priority level, requests batch only
-with requests whose non-batch shapes match, a batch never exceeds `max_batch_size`, a
-preferred size that can be formed is sent at once, otherwise the batch waits up to
-`max_queue_delay_microseconds` for more. Queue policies bound each level's size and time
-out requests (REJECT fails them, DELAY moves them behind everything else).
+queue push and, at most, one scheduled decision per loop turn — no task per request.
+The queue and the batching decisions live in a `BatchQueue` (naiad.ext.batcher: native,
+with a Python twin), following Triton's dynamic batcher: FIFO within a priority level,
+requests batch only with requests whose non-batch shapes match, a batch never exceeds
+`max_batch_size`, a preferred size that can be formed is sent at once, otherwise the
+batch waits up to `max_queue_delay_microseconds` for more. Queue policies bound each
+level's size and time out requests (REJECT fails them, DELAY moves them behind
+everything else). This module keeps what needs Python: the requests themselves (the
+queue sees integer handles), sinks, statistics, cancellation, instances and drain.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
+from naiad.ext import batcher_py
+from naiad.ext.batcher import queue_class
+from naiad.ext.batcher_py import BatchQueue
 from naiad.kernel.inference.backend import ModelInstance
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, ResponseSink
@@ -29,17 +35,15 @@ log = logging.getLogger("naiad.services.models")
 
 
 class Pending:
-    __slots__ = ("request", "sink", "batch_size", "enqueue_ns", "queue_start_ns", "deadline_ns", "shape_key")
+    __slots__ = ("request", "sink", "batch_size", "enqueue_ns", "queue_start_ns")
 
-    def __init__(self, request: InferenceRequest, sink: ResponseSink, batch_size: int, shape_key: Any,
+    def __init__(self, request: InferenceRequest, sink: ResponseSink, batch_size: int,
                  queue_start_ns: int = 0) -> None:
         self.request = request
         self.sink = sink
         self.batch_size = batch_size
         self.enqueue_ns = time.monotonic_ns()  # entered this batcher: its delay and timeouts count from here
         self.queue_start_ns = queue_start_ns or self.enqueue_ns  # its queue time counts from here
-        self.deadline_ns = 0
-        self.shape_key = shape_key
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class QueuePolicy:
     default_timeout_us: int = 0
     allow_timeout_override: bool = False
     max_queue_size: int = 0
+
+    def as_tuple(self) -> tuple[bool, int, bool, int]:
+        return (self.reject_on_timeout, self.default_timeout_us, self.allow_timeout_override, self.max_queue_size)
 
 
 def _policy(p: Any) -> QueuePolicy:
@@ -82,12 +89,11 @@ class BatchingConfig:
                     self.policies[int(lvl)] = _policy(p)
         self.any_timeouts = any(p.default_timeout_us for p in self.policies.values())
 
-
-def shape_key(request: InferenceRequest, batching: bool) -> Any:
-    """Requests batch together only when every input's non-batch shape matches."""
-    if not batching:
-        return None
-    return tuple((t.name, t.shape[1:]) for t in request.inputs)
+    def new_queue(self, native: bool) -> BatchQueue:
+        """A BatchQueue with these rules (native when asked for and built)."""
+        return queue_class(native)(self.dynamic, self.max_batch_size, self.preferred, self.delay_ns, self.levels,
+                                   self.default_level, [self.policies[lvl].as_tuple()
+                                                        for lvl in range(1, self.levels + 1)])
 
 
 class Scheduler:
@@ -99,6 +105,7 @@ class Scheduler:
         batching: BatchingConfig,
         recorder: StatsRecorder,
         spawn: Callable[[Any, str], asyncio.Task],
+        native: bool = True,
     ) -> None:
         self.model_name = model_name
         self.version = version
@@ -106,32 +113,45 @@ class Scheduler:
         self.cfg = batching
         self.recorder = recorder
         self._spawn = spawn
-        self.levels: dict[int, deque[Pending]] = {lvl: deque() for lvl in range(1, batching.levels + 1)}
-        self.delayed: deque[Pending] = deque()  # timed out under a DELAY policy
-        self.size = 0
-        self._idle: deque[asyncio.Future] = deque()
-        self._arrival: asyncio.Future | None = None  # a worker waiting for more to batch
+        self._queue = batching.new_queue(native)
+        self.native = not isinstance(self._queue, batcher_py.BatchQueue)
+        self._pending: dict[int, Pending] = {}  # queue handle -> request, while queued
+        self._next_handle = 0
+        self._shape_ids: dict[Any, int] = {}  # shape key -> the int the queue compares
+        self._idle: deque[asyncio.Future] = deque()  # workers waiting for a batch, FIFO
+        self._orphans: deque[list[Pending]] = deque()  # batches formed for a worker that left
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._decide_soon = False
         self._workers: list[asyncio.Task] = []
         self._workers_of: dict[int, list[asyncio.Task]] = {}  # id(instance) -> its workers
         self._removed: set[int] = set()  # id() of instances that take no more batches
         self._started = 0  # instances given workers so far (names them)
-        self._running = 0  # batches executing
+        self._running = 0  # batches handed to a worker and not finished
         self._closing = False
         self._drained: asyncio.Event | None = None
+
+    @property
+    def size(self) -> int:
+        """Requests queued, not yet in a batch."""
+        return len(self._pending)
 
     # ------------------------------------------------------------------ lifecycle --
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue.attach(self._loop, self._decide)
+        log.debug("model '%s' version %d: %s batch queue", self.model_name, self.version,
+                  "native" if self.native else "Python", extra={"verbose": 1})
         for inst in self.instances:
             self._start_workers(inst)
-        if self.cfg.any_timeouts:
-            self._workers.append(self._spawn(self._sweep_timeouts(), f"{self.model_name}:{self.version}:timeouts"))
 
     async def drain_and_stop(self, timeout: float | None = None) -> None:
         """Finish everything queued and running, then stop the workers."""
         self._closing = True
+        self._queue.close()
         self._wake_all()
-        if self.size or self._running:
+        self._decide()
+        if self._pending or self._orphans or self._running:
             self._drained = asyncio.Event()
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)
@@ -142,6 +162,7 @@ class Scheduler:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
+        self._queue.detach()
 
     def _start_workers(self, inst: ModelInstance) -> None:
         idx, self._started = self._started, self._started + 1
@@ -161,21 +182,22 @@ class Scheduler:
         gone = {id(inst) for inst in instances}
         self._removed |= gone
         self.instances = [i for i in self.instances if id(i) not in gone]
-        self._wake_all()  # idle workers of removed instances see it and leave
+        self._wake_all()  # idle workers of removed instances see it and leave; the others ask again
         tasks = [t for inst in instances for t in self._workers_of.pop(id(inst), ())]
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers = [w for w in self._workers if w not in tasks]
         self._removed -= gone
-        if self.size:
-            self._wake_all()  # a removed worker may have been the one collecting a batch
         await asyncio.gather(*(close(inst) for inst in instances))
 
     def fail_all(self, error: InferenceError) -> None:
-        for q in (*self.levels.values(), self.delayed):
-            while q:
-                p = q.popleft()
-                self.size -= 1
-                self.recorder.dequeued()
+        for h in self._queue.take_all():
+            p = self._pending.pop(h)
+            self.recorder.dequeued()
+            p.sink.finish(error)
+        while self._orphans:
+            batch = self._orphans.popleft()
+            self._running -= 1
+            for p in batch:
                 p.sink.finish(error)
 
     # ------------------------------------------------------------------ enqueue --
@@ -186,151 +208,93 @@ class Scheduler:
         oldest strategy) queued it, which its queue time counts from, as Triton's."""
         if self._closing:
             raise InferenceError.unavailable(f"model '{self.model_name}' is unloading")
-        cfg = self.cfg
-        # As Triton: priority 0, or one above the model's levels, is the default level.
-        level = request.priority if 1 <= request.priority <= cfg.levels else cfg.default_level
-        policy = cfg.policies[level]
-        queue = self.levels[level]
-        if policy.max_queue_size and len(queue) >= policy.max_queue_size:
+        pending = Pending(request, sink, batch_size, queue_start_ns)
+        key = 0
+        if self.cfg.dynamic:
+            shape = tuple((t.name, t.shape[1:]) for t in request.inputs)
+            key = self._shape_ids.get(shape)
+            if key is None:
+                if len(self._shape_ids) > 4096 and not self._pending:
+                    self._shape_ids.clear()  # ids need only be unique among queued requests
+                key = self._shape_ids[shape] = len(self._shape_ids)
+        handle = self._next_handle
+        self._next_handle = handle + 1
+        if not self._queue.push(handle, request.priority, request.timeout_us, batch_size, key, pending.enqueue_ns):
             raise InferenceError.unavailable(f"[request id: {request.id or '<id_unknown>'}] Exceeds maximum queue size")
-        pending = Pending(request, sink, batch_size, shape_key(request, cfg.dynamic), queue_start_ns)
-        timeout_us = policy.default_timeout_us
-        # A request's own timeout may only shorten the policy's default (none: no timeout).
-        if policy.allow_timeout_override and 0 < request.timeout_us < timeout_us:
-            timeout_us = request.timeout_us
-        if timeout_us:
-            pending.deadline_ns = pending.enqueue_ns + timeout_us * 1000
+        self._pending[handle] = pending
         if request.trace is not None and not queue_start_ns:  # (the outer batcher stamped it)
             request.trace.stamp("QUEUE_START", pending.enqueue_ns)
-        queue.append(pending)
-        self.size += 1
         self.recorder.queued()
-        if self._arrival is not None and not self._arrival.done():
-            self._arrival.set_result(None)
-        elif self._idle:
-            self._wake_one()
-
-    def _wake_one(self) -> None:
-        while self._idle:
-            fut = self._idle.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+        # Decide once per loop turn, after every request this turn brought is queued.
+        if self._idle and not self._decide_soon:
+            self._decide_soon = True
+            self._loop.call_soon(self._decide)  # type: ignore[union-attr]
 
     def _wake_all(self) -> None:
+        """Every idle worker looks again (closing, or instances leaving)."""
         while self._idle:
             fut = self._idle.popleft()
             if not fut.done():
                 fut.set_result(None)
-        if self._arrival is not None and not self._arrival.done():
-            self._arrival.set_result(None)
 
     # ------------------------------------------------------------------ batching --
 
-    def _queues(self):
-        for lvl in range(1, self.cfg.levels + 1):
-            q = self.levels[lvl]
-            if q:
-                yield q
-        if self.delayed:
-            yield self.delayed
-
-    def _expire(self, now: int) -> None:
-        for lvl, q in self.levels.items():
-            if not q:
-                continue
-            policy = self.cfg.policies[lvl]
-            keep: deque[Pending] = deque()
-            changed = False
-            for p in q:
-                if p.deadline_ns and now >= p.deadline_ns:
-                    changed = True
-                    if policy.reject_on_timeout:
-                        self.size -= 1
-                        self.recorder.dequeued()
-                        p.sink.finish(Skipped.unavailable("Request timeout expired"))
-                    else:
-                        p.deadline_ns = 0
-                        self.delayed.append(p)
-                else:
-                    keep.append(p)
-            if changed:
-                self.levels[lvl] = keep
-
-    def _plan(self) -> tuple[int, int]:
-        """(requests to take, whether the plan is final: 1 send now, 0 may wait)."""
-        cfg = self.cfg
-        if not cfg.dynamic:
-            return 1, 1
-        max_batch = cfg.max_batch_size
-        preferred = cfg.preferred
-        total = 0
-        count = 0
-        best_preferred = 0  # request count at the largest preferred size met
-        key = None
-        for q in self._queues():
-            for p in q:
-                if count and p.shape_key != key:
-                    return (best_preferred or count), 1  # a shape change ends the batch
-                if total + p.batch_size > max_batch:
-                    return (best_preferred or count), 1
-                if not count:
-                    key = p.shape_key
-                total += p.batch_size
-                count += 1
-                if total in preferred:
-                    best_preferred = count
-                if total == max_batch:
-                    return count, 1
-        if best_preferred:
-            return best_preferred, 1
-        return count, 0
-
-    def _take(self, n: int) -> list[Pending]:
-        batch: list[Pending] = []
-        for q in list(self._queues()):
-            while q and len(batch) < n:
-                batch.append(q.popleft())
-            if len(batch) >= n:
-                break
-        self.size -= len(batch)
-        self.recorder.dequeued(len(batch))
-        return batch
+    def _decide(self) -> None:
+        """Collect the queue's decisions: batches go to idle workers in the order they
+        became idle; requests that timed out under REJECT are answered."""
+        self._decide_soon = False
+        batches, expired = self._queue.pump(len(self._idle))
+        pending = self._pending
+        for h in expired:
+            p = pending.pop(h)
+            self.recorder.dequeued()
+            p.sink.finish(Skipped.unavailable("Request timeout expired"))
+        for handles in batches:
+            batch = [pending.pop(h) for h in handles]
+            self.recorder.dequeued(len(batch))
+            self._running += 1
+            while self._idle:
+                fut = self._idle.popleft()
+                if not fut.done():
+                    fut.set_result(batch)
+                    break
+            else:
+                self._orphans.append(batch)
+        if expired:
+            self._check_drained()
 
     async def _next_batch(self, instance: ModelInstance) -> list[Pending] | None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         removed = self._removed
         while True:
             if removed and id(instance) in removed:
                 return None
-            while self.size == 0:
-                if self._closing or (removed and id(instance) in removed):
-                    return None
-                fut = loop.create_future()
-                self._idle.append(fut)
-                await fut
-            if self.cfg.any_timeouts:
-                self._expire(time.monotonic_ns())
-                if self.size == 0:
-                    continue
-            count, final = self._plan()
-            if final or self.cfg.delay_ns == 0 or self._closing:
-                return self._take(count)
-            # Wait for more requests, at most until the oldest has waited the delay.
-            oldest = min(q[0].enqueue_ns for q in self._queues())
-            wait_ns = oldest + self.cfg.delay_ns - time.monotonic_ns()
-            if wait_ns <= 0:
-                return self._take(count)
-            if self._arrival is not None and not self._arrival.done():
-                # Another worker is already collecting; take what is there.
-                return self._take(count)
-            self._arrival = loop.create_future()
+            if self._orphans:
+                return self._orphans.popleft()
+            if self._closing and not self._pending:
+                return None
+            fut = loop.create_future()  # type: ignore[union-attr]
+            self._idle.append(fut)
+            self._decide()  # a batch that can go now goes now
             try:
-                await asyncio.wait_for(asyncio.shield(self._arrival), wait_ns / 1e9)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                self._arrival = None
+                batch = await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled() and fut.result() is not None:
+                    self._fail_batch(fut.result(), InferenceError.unavailable(
+                        f"model '{self.model_name}' stopped while executing"))
+                raise
+            if batch is not None:
+                return batch
+
+    def _fail_batch(self, batch: list[Pending], error: InferenceError) -> None:
+        self._running -= 1
+        for p in batch:
+            p.sink.finish(error)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self._pending and not self._orphans and self._running == 0:
+            self._drained.set()
 
     # ------------------------------------------------------------------ execution --
 
@@ -342,7 +306,6 @@ class Scheduler:
             await self._run(instance, batch)
 
     async def _run(self, instance: ModelInstance, batch: list[Pending]) -> None:
-        self._running += 1
         now = time.monotonic_ns()
         requests = [p.request for p in batch]
         sinks = [p.sink for p in batch]
@@ -385,12 +348,4 @@ class Scheduler:
                     trace.not_before("REQUEST_END", times.compute_end)
         finally:
             self._running -= 1
-            if self._drained is not None and self.size == 0 and self._running == 0:
-                self._drained.set()
-
-    async def _sweep_timeouts(self) -> None:
-        """Time out queued requests even while every instance is busy."""
-        while True:
-            await asyncio.sleep(0.002)
-            if self.size:
-                self._expire(time.monotonic_ns())
+            self._check_drained()

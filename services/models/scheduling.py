@@ -7,7 +7,8 @@
 With `--rate-limit=execution_count` every instance is wrapped so that it executes only
 while its rate-limiter resources are held (rate_limiter.py); with the response cache on
 (`--cache-config local,size=N`) and `response_cache { enable: true }` in the model's
-config, the scheduler is wrapped by the cache (cache.py).
+config, the scheduler is wrapped by the cache (cache.py). The dynamic batcher's queue is
+native (naiad.ext._batcher) unless `[services.models] native_batcher = false`.
 
 All schedulers share one interface: `start()`, `enqueue(request, sink, batch_size)`,
 `await drain_and_stop(timeout)`; all but the ensemble's also change instances while they
@@ -62,6 +63,7 @@ class SchedulingContext:
         self.limiter: RateLimiter | None = None
         self.cache: response_cache.ResponseCache | None = None
         self.submit: Callable[[InferenceRequest, ResponseSink], None] | None = None
+        self.native_batcher = True  # [services.models] native_batcher
 
     def configure(self, config: Any, submit: Callable[[InferenceRequest, ResponseSink], None] | None = None) -> None:
         """From the server config: `[server] rate_limit`, `rate_limit_resources`, `[cache]`."""
@@ -79,6 +81,8 @@ class SchedulingContext:
         else:
             self.cache = None
         self.submit = submit
+        models = config.services.get("models")
+        self.native_batcher = bool(getattr(models.config, "native_batcher", True)) if models is not None else True
 
     # ------------------------------------------------------------------ building --
 
@@ -108,7 +112,8 @@ class SchedulingContext:
             declared = [o.name for o in config.output]
             return SequenceScheduler(lv.name, lv.version, instances, config, lv.spec.model_dir, lv.recorder,
                                      spawn, declared)
-        scheduler: Any = Scheduler(lv.name, lv.version, instances, BatchingConfig(config), lv.recorder, spawn)
+        scheduler: Any = Scheduler(lv.name, lv.version, instances, BatchingConfig(config), lv.recorder, spawn,
+                                   native=self.native_batcher)
         if wants_cache and self.cache is not None:
             scheduler = response_cache.CachingScheduler(scheduler, self.cache, lv.name, lv.version_str, lv.recorder)
         return scheduler

@@ -59,6 +59,8 @@ _EXTENSIONS = (
 @dataclass
 class ModelsConfig:
     unload_timeout_secs: float = setting(30.0, "how long an unload waits for queued requests", "", minimum=0)
+    native_batcher: bool = setting(
+        True, "dynamic batcher queues and decisions in native code (naiad.ext._batcher) when it is built", "")
 
 
 class _StreamSink(ResponseSink):

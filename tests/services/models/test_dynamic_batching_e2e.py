@@ -1,7 +1,8 @@
 """The dynamic batcher through a real `naiad serve` and tritonclient: concurrent
 requests batched (the model reports the batch it saw) and never beyond max_batch_size,
 preferred sizes sent at once, REJECT vs DELAY queue timeouts, priorities served in
-order."""
+order. Every test runs twice: on the native batch queue (the default) and with
+`[services.models] native_batcher = false` (the Python twin)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from naiad.ext import batcher
 from support.models import write_model
 
 # Answers each request with its input and the number of requests in the batch it ran in;
@@ -70,12 +72,18 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(serve, tmp_path_factory):
+@pytest.fixture(scope="module", params=[True, False], ids=["native", "python"])
+def server(request, serve, tmp_path_factory):
+    native = request.param
+    if native and not batcher.NATIVE:
+        pytest.skip("naiad.ext._batcher is not built")
     repo: Path = tmp_path_factory.mktemp("repo")
     for name, (mbs, delay, batching) in MODELS.items():
         write_model(repo, name, _config(name, mbs, delay, batching), BATCH_REPORTER)
-    return serve(repo)
+    proc = serve(repo, "--log-verbose=1", config=f"[services.models]\nnative_batcher = {str(native).lower()}\n")
+    wanted = "native batch queue" if native else "Python batch queue"
+    assert wanted in proc.log_path.read_text()  # the switch chose the queue
+    return proc
 
 
 def _input(value: float = 1.0):
