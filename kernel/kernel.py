@@ -46,12 +46,14 @@ EXIT_OK = 0
 EXIT_DRAIN_CUT = 1
 EXIT_FAILED = 2
 
-#: After `exit_timeout_secs`, the fixed time within which the process has exited: the
-#: cut work's replies leave (CUT_REPLY_SECS), the services stop, and the watchdog of
-#: `naiad serve` ends whatever is left (WATCHDOG_MARGIN_SECS before the bound).
+#: After `exit_timeout_secs` (counted from the signal), the fixed time within which the
+#: process has exited: the cut work's replies leave (CUT_REPLY_SECS), the services have
+#: stopped (SERVICES_STOPPED_SECS), and the watchdog of `naiad serve` ends whatever is left
+#: (WATCHDOG_SECS); the rest is slack for a busy machine.
 STOP_GRACE_SECS = 2.0
-CUT_REPLY_SECS = 0.75
-WATCHDOG_MARGIN_SECS = 0.4
+CUT_REPLY_SECS = 0.5
+SERVICES_STOPPED_SECS = 1.0
+WATCHDOG_SECS = 1.4
 
 
 class Kernel:
@@ -78,6 +80,7 @@ class Kernel:
         self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
         self._signals = 0
+        self._signalled_at: float | None = None  # when the first signal came (time.monotonic())
         self.exit_code = EXIT_OK
         self.started_at = 0.0
         self.ready_at = 0.0
@@ -110,6 +113,8 @@ class Kernel:
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
+        if self._signalled_at is None:
+            self._signalled_at = time.monotonic()
         name = signal.Signals(signum).name
         if self._signals == 1:
             log.info("Signal (%d) received.", signum)  # tritonserver's words
@@ -120,6 +125,8 @@ class Kernel:
         else:
             log.warning("%s received again: cutting the drain short", name)
             self._force.set()
+            if self.hard_exit:  # out within the fixed stop time from now
+                _arm_watchdog(time.monotonic() + WATCHDOG_SECS)
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> "contextlib.Iterator[None]":
@@ -179,13 +186,13 @@ class Kernel:
         if lc.phase in (Phase.STARTING, Phase.RUNNING):
             lc.phase = Phase.CLOSING
         timeout = self.config.server.exit_timeout_secs
-        deadline = time.monotonic() + timeout
+        deadline = (self._signalled_at or time.monotonic()) + timeout
 
         def left() -> int:
             return max(0, math.ceil(deadline - time.monotonic() - 1e-3))
 
         if self.hard_exit:
-            _arm_watchdog(deadline + STOP_GRACE_SECS - WATCHDOG_MARGIN_SECS)
+            _arm_watchdog(deadline + WATCHDOG_SECS)
         lc.close_listeners()
         while left() > 0 and lc.inflight and not self._force.is_set():
             open_now = lc.open_connections()
@@ -214,7 +221,9 @@ class Kernel:
             self.request_stop(EXIT_DRAIN_CUT)
             await self._end_cut_work(f"{SERVER_EXITING}: {why} cut this request off")
         lc.phase = Phase.STOPPING
-        stop_by = max(deadline, time.monotonic()) + STOP_GRACE_SECS - 2 * WATCHDOG_MARGIN_SECS
+        # Stopping may use what is left of the timeout, not after a second signal.
+        base = time.monotonic() if self._force.is_set() else max(deadline, time.monotonic())
+        stop_by = base + SERVICES_STOPPED_SECS
         errors = await self.supervisor.stop_all(stop_by)
         lc.phase = Phase.STOPPED
         if errors and self.exit_code == EXIT_OK:
@@ -254,7 +263,7 @@ def _arm_watchdog(at: float) -> None:
     (PR_SET_PDEATHSIG)."""
 
     def fire() -> None:
-        log.error("shutdown: not stopped %.1fs after the exit timeout; exiting now", STOP_GRACE_SECS)
+        log.error("shutdown: not stopped %.1fs after the exit timeout; exiting now", WATCHDOG_SECS)
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()

@@ -1,6 +1,7 @@
 """Spawn, watch and kill one stub process.
 
-A stub is `python -m naiad.backends.python.stub --fd N --ppid P --ready-fd R`, started
+A stub is `python -m naiad.backends.python.stub --fd N --ppid P --ready-fd R` (run through
+a few `-c` statements that first tie its life to the parent's: `_BOOT`), started
 with the parent's interpreter and environment, holding the stub ends of two
 SOCK_SEQPACKET socketpairs: the control channel and the readiness channel (`readiness`).
 The parent watches it through two fds it registers on its event loop (no threads):
@@ -39,6 +40,18 @@ _ENV_LAUNCH = (
 )
 
 
+# The stub's first statements, before it imports anything heavy (numpy, the model): die
+# with the parent (PR_SET_PDEATHSIG, SIGKILL), or exit if the parent is already gone, so
+# that a server killed while a stub starts up leaves no stub behind; then run the stub
+# module as `-m` would.
+_BOOT = (
+    "import ctypes, os, runpy, signal, sys; "
+    "ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0); "
+    "os.getppid() == int(sys.argv[sys.argv.index('--ppid') + 1]) or os._exit(0); "
+    "runpy.run_module('naiad.backends.python.stub', run_name='__main__', alter_sys=True)"
+)
+
+
 class StubProcess:
     """A running stub: its process, the parent's end of its socket, and its pidfd."""
 
@@ -62,8 +75,8 @@ class StubProcess:
             child_fd = child.fileno()
             ready_fd = ready_child.fileno()
             cmd = [
-                "-m",
-                "naiad.backends.python.stub",
+                "-c",
+                _BOOT,
                 "--fd",
                 str(child_fd),
                 "--ppid",

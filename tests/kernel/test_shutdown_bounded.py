@@ -210,4 +210,4 @@ def test_a_service_that_blocks_at_stop_cannot_hold_the_exit(naiad, tmp_path):
     print(f"\nexit after SIGTERM with a service blocking its stop: {took:.2f}s")
     assert code == 1
     assert took < EXIT_TIMEOUT + STOP_GRACE
-    assert "not stopped 2.0s after the exit timeout; exiting now" in proc.logs()
+    assert "after the exit timeout; exiting now" in proc.logs()

@@ -17,7 +17,7 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from .models import IDENTITY_MODEL, identity_config, write_model
+from .models import DELAYED_IDENTITY_MODEL, IDENTITY_MODEL, identity_config, write_model
 
 
 @dataclass
@@ -40,9 +40,13 @@ class Tally:
                 f"p50 {self.p50_ms():.1f} ms")
 
 
-def write_identity(repo, name: str = "echo", extra: str = "") -> None:
-    """An INT32 identity Python model (`[ 1 ]`): the value sent comes back."""
-    write_model(repo, name, identity_config(name, datatype="TYPE_INT32", dims="[ 1 ]", extra=extra), IDENTITY_MODEL)
+def write_identity(repo, name: str = "echo", extra: str = "", delay: float = 0.0) -> None:
+    """An INT32 identity Python model (`[ 1 ]`): the value sent comes back, after `delay`
+    seconds of work per batch."""
+    if delay:
+        extra = f'parameters {{ key: "delay" value {{ string_value: "{delay}" }} }}\n' + extra
+    write_model(repo, name, identity_config(name, datatype="TYPE_INT32", dims="[ 1 ]", extra=extra),
+                DELAYED_IDENTITY_MODEL if delay else IDENTITY_MODEL)
 
 
 def http_caller(client: httpaio.InferenceServerClient, model: str) -> Callable[[int], Awaitable[int]]:
