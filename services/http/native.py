@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import HttpConfig
-from .router import HttpRequest, HttpResponse, Router, error_response
+from .router import SHUTTING_DOWN, HttpRequest, HttpResponse, Router, error_response
 
 try:
     from naiad.ext import _native_http as _native
@@ -27,7 +27,6 @@ except ImportError as exc:  # built by setup.py's optional section
 else:
     IMPORT_ERROR = ""
 
-_SHUTTING_DOWN = HttpResponse.error("Server is shutting down", 503)
 _BAD_REQUEST = HttpResponse.error("malformed request", 400)
 
 
@@ -179,7 +178,7 @@ class NativeHttpServer:
             path = unquote(path)
         lifecycle = self.lifecycle
         if not lifecycle.accepting and not path.startswith("/v2/health"):
-            server.respond(conn, 503, _headers(_SHUTTING_DOWN), _SHUTTING_DOWN.body, True)
+            server.respond(conn, 503, _headers(SHUTTING_DOWN), SHUTTING_DOWN.body, True)
             self._sent()
             return
         lifecycle.enter()

@@ -88,6 +88,9 @@ def error_response(exc: BaseException) -> HttpResponse:
     return HttpResponse.error(f"{exc.__class__.__name__}: {exc}", 500)
 
 
+#: The reply to a request that arrives once shutdown began (health routes excepted).
+SHUTTING_DOWN = HttpResponse.error("Server is shutting down", 503)
+
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 #: A route's task-less form: called with the request and a reply callback, it answers
 #: through the callback (now or later) and returns True, or returns False having done

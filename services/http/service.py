@@ -13,10 +13,9 @@ from naiad.kernel.service import Service
 
 from . import aiohttp_server
 from .config import HttpConfig
-from .router import HttpRequest, HttpResponse, Router
+from .router import SHUTTING_DOWN, HttpRequest, HttpResponse, Router
 from .routes import build_router
 
-_SHUTTING_DOWN = HttpResponse.error("Server is shutting down", 503)
 LISTENER = "HTTP"  # as Triton names it in "Found N HTTP service connections"
 
 
@@ -87,7 +86,7 @@ class HttpService(Service):
         lifecycle = self.context.lifecycle
         path = request.path
         if not lifecycle.accepting and not path.startswith("/v2/health"):
-            return _to_aiohttp(_SHUTTING_DOWN, close=True)
+            return _to_aiohttp(SHUTTING_DOWN, close=True)
         lifecycle.enter()
         recv_ns = time.monotonic_ns() if self.context.traces.tracer is not None else 0
         try:
