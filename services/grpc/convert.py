@@ -54,7 +54,8 @@ GRPC_CODE_NAME: dict[ErrorCode, str] = {
 # ------------------------------------------------------------------ infer request --
 
 #: The only `triton_`-prefixed request parameter a client may set (`common.h`).
-TRITON_RESERVED_REQUEST_PARAMS = ("triton_enable_empty_final_response",)
+EMPTY_FINAL_RESPONSE = "triton_enable_empty_final_response"
+TRITON_RESERVED_REQUEST_PARAMS = (EMPTY_FINAL_RESPONSE,)
 
 _LEN = struct.Struct("<I")
 
@@ -245,7 +246,7 @@ def infer_request(
 
     request = build_request(model_name, inputs, values, model_version=msg.model_version, id=msg.id,
                             outputs=outputs, forwarded=forwarded, protocol=protocol)
-    return request, values.options.get(TRITON_RESERVED_REQUEST_PARAMS[0], False)
+    return request, values.options.get(EMPTY_FINAL_RESPONSE, False)
 
 
 # ------------------------------------------------------------------ infer response --

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from naiad.kernel import header_forward
@@ -125,7 +126,11 @@ def error_of(exc: BaseException) -> InferenceError:
 
 def call_error(exc: BaseException, rpc: str, log: Any) -> InferenceError:
     """What a failed call answers (`error_of`); an exception that is neither a client's
-    error nor a missing service is a bug, and is logged."""
+    error nor a missing service is a bug, and is logged. Bytes that are not the RPC's
+    message (protobuf refuses them, or a string field is not UTF-8) are the client's:
+    INTERNAL as gRPC answers a message it cannot deserialize, without Python's words."""
+    if isinstance(exc, (DecodeError, UnicodeDecodeError)):
+        return InferenceError.internal(f"failed to parse the {rpc} request")
     if not isinstance(exc, (InferenceError, NoHandler)):
         log.exception("gRPC %s failed", rpc, exc_info=exc)
     return error_of(exc)
@@ -185,7 +190,6 @@ class Servicer:
             finally:
                 lifecycle.leave()
 
-        guarded.__name__ = name
         return guarded
 
     def infer_fast_path(self) -> bool:
