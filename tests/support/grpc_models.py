@@ -1,32 +1,16 @@
-"""Python-backend model repositories for the gRPC tests, written into a temporary folder,
-and a tritonclient shared-memory import that works without pkg_resources."""
+"""Python-backend model repositories for the gRPC and native-transport tests, written into
+a temporary folder (the shared model sources are in `protocol_models`)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import textwrap
-import types
-import warnings
 from pathlib import Path
-from support.models import ADD_SUB_MODEL as ADD_SUB, IDENTITY_MODEL as IDENTITY_FP32
 
-NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-           "FP16", "FP32", "FP64"]
-CONFIG_TYPE = {dt: f"TYPE_{dt}" for dt in NUMERIC} | {"BYTES": "TYPE_STRING"}
+from support.models import ADD_SUB_MODEL as ADD_SUB, IDENTITY_MODEL as IDENTITY_FP32, write_model
+from support.protocol_models import DATATYPES, IDENTITY_ALL, REPEAT, REPEAT_CONFIG, identity_all_config
 
-IDENTITY_ALL = '''
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            outputs = [pb_utils.Tensor("OUT_" + t.name()[3:], t.as_numpy()) for t in request.inputs()]
-            responses.append(pb_utils.InferenceResponse(outputs))
-        return responses
-'''
+# The datatypes numpy holds (the tests send each as an array).
+CONFIG_TYPE = {dt: c for dt, c in DATATYPES.items() if dt != "BF16"}
 
 ECHO_PARAMS = '''
 import json
@@ -44,44 +28,6 @@ class TritonPythonModel:
             out = pb_utils.Tensor("INFO", np.array([json.dumps(info).encode()], dtype=object))
             responses.append(pb_utils.InferenceResponse([out]))
         return responses
-'''
-
-# Decoupled: one response per element of IN, DELAY_MS apart, from a thread per request (so
-# several requests of one stream are answered at once), then the final flag alone. A
-# cancelled request stops early and leaves a marker file "cancelled-<request id>".
-REPEAT = '''
-import os
-import threading
-import time
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.dir = args["model_repository"]
-
-    def execute(self, requests):
-        for request in requests:
-            threading.Thread(target=self._respond, args=(request,), daemon=True).start()
-        return None
-
-    def _respond(self, request):
-        sender = request.get_response_sender()
-        values = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
-        delay = pb_utils.get_input_tensor_by_name(request, "DELAY_MS")
-        delay_s = float(delay.as_numpy()[0]) / 1000 if delay is not None else 0.0
-        for idx, value in enumerate(values):
-            if sender.is_cancelled():
-                open(os.path.join(self.dir, "cancelled-" + request.request_id()), "w").close()
-                break
-            sender.send(pb_utils.InferenceResponse([
-                pb_utils.Tensor("OUT", np.array([value], dtype=np.int32)),
-                pb_utils.Tensor("IDX", np.array([idx], dtype=np.uint32))]))
-            if delay_s:
-                time.sleep(delay_s)
-        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 '''
 
 # Not decoupled: waits up to SECONDS (in 10 ms steps) unless cancelled; a cancelled request
@@ -120,17 +66,11 @@ class TritonPythonModel:
 
 
 def _write(repo: Path, name: str, config: str, code: str) -> None:
-    (repo / name / "1").mkdir(parents=True, exist_ok=True)
-    (repo / name / "config.pbtxt").write_text(textwrap.dedent(config).strip() + "\n")
-    (repo / name / "1" / "model.py").write_text(code.lstrip())
+    write_model(repo, name, textwrap.dedent(config).strip() + "\n", code.lstrip())
 
 
 def identity_all(repo: Path) -> None:
-    ios_in = ",\n".join(f'{{ name: "IN_{dt}" data_type: {CONFIG_TYPE[dt]} dims: [ -1 ] optional: true }}'
-                        for dt in CONFIG_TYPE)
-    ios_out = ",\n".join(f'{{ name: "OUT_{dt}" data_type: {CONFIG_TYPE[dt]} dims: [ -1 ] }}' for dt in CONFIG_TYPE)
-    _write(repo, "identity_all", f'backend: "python"\nmax_batch_size: 0\ninput [\n{ios_in}\n]\n'
-                                 f'output [\n{ios_out}\n]\n', IDENTITY_ALL)
+    _write(repo, "identity_all", 'backend: "python"\n' + identity_all_config(), IDENTITY_ALL)
 
 
 def echo_params(repo: Path) -> None:
@@ -166,15 +106,7 @@ def identity_fp32(repo: Path) -> None:
 
 
 def repeat(repo: Path) -> None:
-    _write(repo, "repeat", '''
-        backend: "python"
-        max_batch_size: 0
-        model_transaction_policy { decoupled: true }
-        input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-                { name: "DELAY_MS" data_type: TYPE_UINT32 dims: [ 1 ] optional: true } ]
-        output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-                 { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] } ]
-        ''', REPEAT)
+    _write(repo, "repeat", 'backend: "python"\n' + REPEAT_CONFIG, REPEAT)
 
 
 def slow(repo: Path) -> None:
@@ -185,29 +117,3 @@ def slow(repo: Path) -> None:
         output [ { name: "DONE" data_type: TYPE_FP32 dims: [ 1 ] } ]
         instance_group [ { count: 2 kind: KIND_CPU } ]
         ''', SLOW)
-
-
-def shared_memory_module() -> types.ModuleType:
-    """`tritonclient.utils.shared_memory`, which imports pkg_resources only to find its
-    libcshm.so; setuptools >= 81 no longer ships pkg_resources, so stand in for it."""
-    try:
-        with warnings.catch_warnings():  # older setuptools: "pkg_resources is deprecated"
-            warnings.simplefilter("ignore", UserWarning)
-            import tritonclient.utils.shared_memory as shm
-    except ModuleNotFoundError as exc:
-        if exc.name != "pkg_resources":
-            raise
-        shim = types.ModuleType("pkg_resources")
-
-        def resource_filename(package: str, resource: str) -> str:
-            spec = importlib.util.find_spec(package)
-            assert spec is not None and spec.submodule_search_locations
-            return str(Path(list(spec.submodule_search_locations)[0]) / resource)
-
-        shim.resource_filename = resource_filename  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = shim
-        try:
-            import tritonclient.utils.shared_memory as shm
-        finally:
-            del sys.modules["pkg_resources"]
-    return shm

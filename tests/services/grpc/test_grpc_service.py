@@ -20,10 +20,10 @@ from support.grpc_models import (
     identity_all,
     identity_fp32,
     repeat,
-    shared_memory_module,
     slow,
 )
 from support.naiad_process import NaiadProcess
+from support.shared_memory import shared_memory_module
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 import tritonclient.grpc.aio as aioclient  # noqa: E402

@@ -6,42 +6,9 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
+from support.models import ADD_SUB_MODEL as _ADD_SUB, IDENTITY_MODEL as _IDENTITY
 from support.naiad_process import NaiadProcess
-from support.models import ADD_SUB_MODEL as _ADD_SUB
-
-# Wire datatype -> config enum, every datatype Triton has.
-DATATYPES = {
-    "BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
-    "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
-    "INT64": "TYPE_INT64", "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
-    "BYTES": "TYPE_STRING", "BF16": "TYPE_BF16",
-}
-
-_IDENTITY_ALL = """
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            outs = []
-            for t in request.inputs():
-                name = "OUT_" + t.name()[3:]
-                outs.append(pb_utils.Tensor(name, t.as_numpy(), t.triton_dtype()))
-            responses.append(pb_utils.InferenceResponse(outs))
-        return responses
-"""
-
-_IDENTITY = """
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(
-            r, "INPUT0").as_numpy())]) for r in requests]
-"""
+from support.protocol_models import IDENTITY_ALL as _IDENTITY_ALL, REPEAT as _REPEAT, REPEAT_CONFIG, identity_all_config
 
 _ECHO = """
 import json
@@ -79,44 +46,6 @@ class TritonPythonModel:
         return responses
 """
 
-_REPEAT = """
-import threading
-import time
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.threads = []
-
-    def execute(self, requests):
-        for request in requests:
-            t = threading.Thread(target=self._respond, args=(request,), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return None
-
-    def _respond(self, request):
-        sender = request.get_response_sender()
-        values = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
-        delay = pb_utils.get_input_tensor_by_name(request, "DELAY_MS")
-        delay_s = float(delay.as_numpy()[0]) / 1000 if delay is not None else 0.0
-        for idx, value in enumerate(values):
-            if sender.is_cancelled():
-                break
-            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([value], dtype=np.int32)),
-                                                    pb_utils.Tensor("IDX", np.array([idx], dtype=np.uint32))]))
-            if delay_s:
-                time.sleep(delay_s)
-        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-
-    def finalize(self):
-        for t in self.threads:
-            t.join(timeout=5)
-"""
-
 _CLASSIFIER = """
 import triton_python_backend_utils as pb_utils
 
@@ -137,10 +66,6 @@ class TritonPythonModel:
 """
 
 
-def _io(kind: str, name: str, config_type: str, dims: str, extra: str = "") -> str:
-    return f'  {{ name: "{name}" data_type: {config_type} dims: [ {dims} ]{extra} }}'
-
-
 def _model(repo: Path, name: str, config: str, code: str, files: dict[str, str] | None = None) -> None:
     d = repo / name
     (d / "1").mkdir(parents=True, exist_ok=True)
@@ -148,12 +73,6 @@ def _model(repo: Path, name: str, config: str, code: str, files: dict[str, str] 
     (d / "1" / "model.py").write_text(code)
     for rel, text in (files or {}).items():
         (d / rel).write_text(text)
-
-
-def identity_all_config() -> str:
-    ins = ",\n".join(_io("input", f"IN_{w}", c, "-1", " optional: true") for w, c in DATATYPES.items())
-    outs = ",\n".join(_io("output", f"OUT_{w}", c, "-1") for w, c in DATATYPES.items())
-    return f"max_batch_size: 0\ninput [\n{ins}\n]\noutput [\n{outs}\n]\n"
 
 
 MODELS: dict[str, tuple[str, str, dict[str, str] | None]] = {
@@ -178,12 +97,7 @@ MODELS: dict[str, tuple[str, str, dict[str, str] | None]] = {
         "max_batch_size: 8\n"
         'input [ { name: "TEXT" data_type: TYPE_STRING dims: [ -1 ] } ]\n'
         'output [ { name: "OUT" data_type: TYPE_STRING dims: [ -1 ] } ]\n', _REVERSE, None),
-    "repeat": (
-        "max_batch_size: 0\nmodel_transaction_policy { decoupled: true }\n"
-        'input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },'
-        ' { name: "DELAY_MS" data_type: TYPE_UINT32 dims: [ 1 ] optional: true } ]\n'
-        'output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },'
-        ' { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] } ]\n', _REPEAT, None),
+    "repeat": (REPEAT_CONFIG, _REPEAT, None),
     "classifier": (
         "max_batch_size: 0\n"
         'input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
@@ -224,26 +138,3 @@ def serve(workdir: Path, *flags: str, config: str | None = None) -> Iterator[Nai
             except AssertionError:
                 pass
         proc.kill_if_running()
-
-
-def shared_memory_module():
-    """`tritonclient.utils.shared_memory`, which imports `pkg_resources` only to find its
-    own libcshm.so; setuptools >= 81 no longer ships `pkg_resources`, so a one-function
-    stand-in is supplied for that import when it is missing."""
-    import importlib
-    import importlib.resources
-    import sys
-    import types
-
-    try:
-        return importlib.import_module("tritonclient.utils.shared_memory")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pkg_resources":
-            raise
-    shim = types.ModuleType("pkg_resources")
-    shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)  # type: ignore[attr-defined]
-    sys.modules["pkg_resources"] = shim
-    try:
-        return importlib.import_module("tritonclient.utils.shared_memory")
-    finally:
-        sys.modules.pop("pkg_resources", None)

@@ -20,7 +20,8 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from naiad_http_models import build_repository, serve, shared_memory_module
+from naiad_http_models import build_repository, serve
+from support.shared_memory import shared_memory_module
 
 
 @pytest.fixture(scope="module")
