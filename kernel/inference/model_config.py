@@ -46,6 +46,8 @@ def parse_file(path: Path) -> Any:
         text = path.read_text()
     except OSError as exc:
         raise InferenceError.invalid(f"failed to read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # protobuf's text format is UTF-8
+        raise InferenceError.invalid(f"failed to parse {path}: invalid UTF-8 at byte {exc.start}") from None
     return parse_text(text, str(path))
 
 
@@ -56,6 +58,9 @@ def parse_json(text: str | bytes, source: str = "config") -> Any:
         json_format.Parse(text, config, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
         raise InferenceError.invalid(f"failed to parse {source} as a model config: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InferenceError.invalid(f"failed to parse {source} as a model config: invalid UTF-8 at byte "
+                                     f"{exc.start}") from None
     return config
 
 

@@ -17,7 +17,6 @@ from collections import deque
 from typing import Any, Callable, Coroutine
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.messages import SubmitInfer
@@ -317,8 +316,6 @@ class NativeGrpcServer:
             self.streams.pop(event.call_id, None)
 
     def _error(self, exc: BaseException, name: str) -> InferenceError:
-        if isinstance(exc, DecodeError):  # grpcio's transport words its own
-            return InferenceError.internal(f"failed to parse the {name} request")
         return call_error(exc, name, self.log)
 
     def _fail(self, event: Any, exc: BaseException, name: str) -> None:

@@ -45,8 +45,8 @@ class _Call:
         return self.context.invocation_metadata() or ()
 
     async def read(self) -> Any:
-        msg = await self.context.read()
-        return None if msg is aio.EOF else msg
+        msg = await self.context.read()  # bytes: parsed here so a bad message gets our status
+        return None if msg is aio.EOF else pb.ModelInferRequest.FromString(msg)
 
     async def write(self, reply: Any) -> None:
         await self.context.write(reply)
@@ -79,10 +79,12 @@ async def _abort(context: Any, exc: Exception, rpc: str, log: Any) -> None:
     await context.abort(_STATUS[err.code], err.message)
 
 
-def _unary(method: Callable, rpc: str, log: Any) -> Callable:
-    async def handle(request: Any, context: Any) -> Any:
+def _unary(method: Callable, rpc: str, log: Any, req_type: Any) -> Callable:
+    """The grpcio handler of one unary RPC. It takes the request's bytes and parses them
+    itself: grpcio would answer a message it cannot parse with UNKNOWN and Python's words."""
+    async def handle(request: bytes, context: Any) -> Any:
         try:
-            return await method(request, _Call(context))
+            return await method(req_type.FromString(request), _Call(context))
         except Exception as exc:
             await _abort(context, exc, rpc, log)
 
@@ -136,10 +138,7 @@ class GrpcService(Service):
         handlers: dict[str, grpc.RpcMethodHandler] = {}
         for name, (req_type, serializer) in UNARY_RPCS.items():
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                _unary(servicer.handler(name), name, log),
-                request_deserializer=req_type.FromString,
-                response_serializer=serializer,
-            )
+                _unary(servicer.handler(name), name, log, req_type), response_serializer=serializer)
 
         async def model_stream_infer(request_iterator: Any, context: Any) -> None:
             try:
@@ -148,20 +147,14 @@ class GrpcService(Service):
                 await _abort(context, exc, "ModelStreamInfer", log)
 
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            model_stream_infer,
-            request_deserializer=pb.ModelInferRequest.FromString,
-            response_serializer=convert.encode_stream_reply,
-        )
+            model_stream_infer, response_serializer=convert.encode_stream_reply)
         return handlers
 
     def _health_handlers(self, servicer: Servicer) -> dict[str, grpc.RpcMethodHandler]:
         name, req_type, serializer = HEALTH_RPC
         return {
             name: grpc.unary_unary_rpc_method_handler(
-                _unary(servicer.handler(name), name, self.log),
-                request_deserializer=req_type.FromString,
-                response_serializer=serializer,
-            )
+                _unary(servicer.handler(name), name, self.log, req_type), response_serializer=serializer)
         }
 
     async def start(self) -> None:

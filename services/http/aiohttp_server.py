@@ -34,6 +34,7 @@ class _Handler(web_protocol.RequestHandler):
         self._timer: asyncio.TimerHandle | None = None
         self._body: Any = None  # the payload of the request being read
         self._window_bytes = 0
+        self._began = False  # a request was taken off the queue on this connection
         manager = self._manager
         if manager is not None and len(manager.connections) > self.limits.max_connections:
             self._refuse(503, "Service Unavailable", "too many connections")
@@ -57,6 +58,7 @@ class _Handler(web_protocol.RequestHandler):
 
     def head_done(self, payload: Any) -> None:
         """The request's head is parsed (called from the request factory)."""
+        self._began = True
         self._head_since = None
         self._body = payload if not payload.is_eof() else None
         self._window_bytes = 0
@@ -82,8 +84,13 @@ class _Handler(web_protocol.RequestHandler):
         super().connection_lost(exc)
 
     def eof_received(self) -> bool:
-        # Idle between requests (or mid-head): nothing to answer, let the transport close.
-        if self._waiter is not None and not self._messages:
+        # Idle between requests, mid-head, or before any request began (the request loop may
+        # not wait yet): nothing to answer, let the transport close.
+        if not self._messages and (self._waiter is not None or not self._began):
+            return False
+        # Mid-body: the rest can never come, so the request cannot complete; closing fails
+        # its payload (the peer is gone, as Triton treats it) instead of waiting forever.
+        if self._body is not None and not self._body.is_eof():
             return False
         # A request is queued or running: keep the socket open for writing, answer it, then
         # close (no further request can come after a FIN).

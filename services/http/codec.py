@@ -118,16 +118,21 @@ def parse_json(body: bytes | bytearray | memoryview, what: str = "request",
     orjson parses first (10x faster on tensor data); whatever it refuses (NaN literals,
     integers past 64 bits, invalid UTF-8, lone surrogates) goes to `json`, which keeps
     today's answer for those bodies: accepted, or refused with its words."""
+    refused: orjson.JSONDecodeError | None = None
     if object_pairs_hook is None:
         try:
             return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
+        except orjson.JSONDecodeError as exc:
+            refused = exc
     try:
         return json.loads(body if not isinstance(body, memoryview) else bytes(body),
                           object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as exc:
         raise _internal(f"failed to parse the {what} JSON buffer: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        # Nested deeper than Python's stack: refused with orjson's words (it stops at 1024).
+        where = f"{refused.msg} at {refused.pos}" if refused is not None else "nesting too deep"
+        raise _internal(f"failed to parse the {what} JSON buffer: {where}") from None
     except UnicodeDecodeError as exc:
         raise _internal(f"failed to parse the {what} JSON buffer: invalid UTF-8 at {exc.start}") from None
 
