@@ -34,6 +34,9 @@ from .recorder import AnswerWatch, Ran, Skipped, StatsRecorder
 log = logging.getLogger("naiad.services.models")
 
 
+_DECIDE: Any = object()  # what an idle worker is woken with to take its loop turn's decisions
+
+
 class Pending:
     __slots__ = ("request", "sink", "batch_size", "enqueue_ns", "queue_start_ns")
 
@@ -225,10 +228,16 @@ class Scheduler:
         if request.trace is not None and not queue_start_ns:  # (the outer batcher stamped it)
             request.trace.stamp("QUEUE_START", pending.enqueue_ns)
         self.recorder.queued()
-        # Decide once per loop turn, after every request this turn brought is queued.
+        # Decide once per loop turn, after every request this turn brought is queued: the
+        # longest-idle worker wakes and decides (one loop callback per batch, not two).
         if self._idle and not self._decide_soon:
-            self._decide_soon = True
-            self._loop.call_soon(self._decide)  # type: ignore[union-attr]
+            idle = self._idle
+            while idle:
+                fut = idle.popleft()
+                if not fut.done():
+                    fut.set_result(_DECIDE)
+                    self._decide_soon = True
+                    break
 
     def _wake_all(self) -> None:
         """Every idle worker looks again (closing, or instances leaving)."""
@@ -266,24 +275,36 @@ class Scheduler:
     async def _next_batch(self, instance: ModelInstance) -> list[Pending] | None:
         loop = self._loop
         removed = self._removed
+        first = False  # woken to decide this turn: it was the longest idle, so it stays first in line
         while True:
-            if removed and id(instance) in removed:
-                return None
-            if self._orphans:
-                return self._orphans.popleft()
-            if self._closing and not self._pending:
+            leaving = bool(removed) and id(instance) in removed
+            if leaving or self._orphans or (self._closing and not self._pending):
+                if first:
+                    self._decide()  # the decision it was woken for, for the other workers
+                if leaving:
+                    return None
+                if self._orphans:
+                    return self._orphans.popleft()
                 return None
             fut = loop.create_future()  # type: ignore[union-attr]
-            self._idle.append(fut)
+            if first:
+                self._idle.appendleft(fut)
+            else:
+                self._idle.append(fut)
             self._decide()  # a batch that can go now goes now
             try:
                 batch = await fut
             except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled() and fut.result() is not None:
-                    self._fail_batch(fut.result(), InferenceError.unavailable(
-                        f"model '{self.model_name}' stopped while executing"))
+                if fut.done() and not fut.cancelled():
+                    got = fut.result()
+                    if got is _DECIDE:
+                        self._decide_soon = False
+                    elif got is not None:
+                        self._fail_batch(got, InferenceError.unavailable(
+                            f"model '{self.model_name}' stopped while executing"))
                 raise
-            if batch is not None:
+            first = batch is _DECIDE
+            if batch is not None and not first:
                 return batch
 
     def _fail_batch(self, batch: list[Pending], error: InferenceError) -> None:
