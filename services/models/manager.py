@@ -321,8 +321,12 @@ class ModelManager:
                         if not key.startswith("file:"):
                             raise InferenceError.invalid(f"unrecognized load parameter '{key}'")
                         target = repo.safe_join(model_dir, key[len("file:"):])
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(content)
+                        try:
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            target.write_bytes(content)
+                        except OSError as exc:  # the folder itself, a file where a folder goes, a long name
+                            raise InferenceError.invalid(
+                                f"failed to load '{name}': cannot write '{key}': {exc.strerror}") from None
                     repository = Path(temp_dir.name)
                 else:
                     location = self.locate(name, namespace)

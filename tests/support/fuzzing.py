@@ -32,10 +32,12 @@ _LEAK = re.compile(r"\b(Traceback \(most recent call last\)|(?:%s)\b:?)" % "|".j
 
 
 # The errors Triton itself answers with 500 (TritonJson's INTERNAL status on a malformed or
-# mistyped JSON member, `server:src/http_server.cc`); any other 500 is a bug.
+# mistyped JSON member, `server:src/http_server.cc`; a model folder it cannot poll); any
+# other 500 is a bug.
 TRITON_INTERNAL = re.compile(
     r"failed to parse the \w+ JSON buffer|attempt to access |Unable to parse '|"
-    r"attempt to get members for non-object|unexpected error on creating Triton parameter")
+    r"attempt to get members for non-object|unexpected error on creating Triton parameter|"
+    r"failed to poll from model repository")  # model_repository_manager's INTERNAL
 
 # 5xx answers that are HTTP's own words for a request the server will not take (RFC 9110
 # §15.6.2, §15.6.6), not failures.
@@ -45,7 +47,7 @@ PROTOCOL_5XX = frozenset({501, 505})
 # Each input hypothesis builds is sent as is and as VARIANTS cheap byte-level mutations of it:
 # hypothesis gives the structure (a request near the protocol), the mutator the volume that
 # a long run needs (building one input with hypothesis costs ~10 ms on a busy 2-core box).
-VARIANTS = 15
+VARIANTS = int(os.environ.get("NAIAD_FUZZ_VARIANTS", 15))  # `make fuzz`: more, to reach 10^5 in minutes
 _NASTY = [b"\r", b"\n", b"\r\n", b"\x00", b" ", b"\t", b":", b"\xff", b"\x80", b"%", b"%00", b"/..", b"\\",
           b"0", b"-1", b"18446744073709551616", b"9" * 40, b"\r\n\r\n", b"\"", b"{", b"[", b"}", b"]", b",",
           b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x7f"]
