@@ -13,7 +13,7 @@ APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev 
 # Only the tests use these: a real browser for the status page, a real Prometheus.
 APT_TEST_PACKAGES := chromium chromium-driver prometheus
 
-.PHONY: serve test conformance install install-test system-deps test-system-deps debug clean
+.PHONY: serve test conformance fuzz install install-test system-deps test-system-deps debug clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,19 @@ test: install-test
 conformance:
 	@[ -x $(VENV)/bin/naiad ] || $(MAKE) install
 	$(PY) .ci/triton_qa_guard.py
+
+# The fuzz tests' long run (tests/**/test_fuzz_*.py): FUZZ_INPUTS inputs per target, each
+# hypothesis-built input sent with FUZZ_VARIANTS byte-level mutations of it; inputs per target
+# in bench/results/fuzz-<time>.csv. `make test` runs the same targets for a few hundred inputs.
+FUZZ_INPUTS   ?= 100000
+FUZZ_VARIANTS ?= 127
+fuzz:
+	@[ -x $(VENV)/bin/naiad ] || $(MAKE) install-test
+	@mkdir -p bench/results
+	@report=bench/results/fuzz-$$(date -u +%Y%m%d-%H%M).csv; echo "target,inputs,failures" > $$report; \
+	NAIAD_FUZZ_INPUTS=$(FUZZ_INPUTS) NAIAD_FUZZ_VARIANTS=$(FUZZ_VARIANTS) NAIAD_FUZZ_REPORT=$$report \
+		$(PY) -m pytest -q -s -p no:cacheprovider --timeout=0 $$(find tests -name 'test_fuzz_*.py' | sort); \
+	status=$$?; echo "fuzz report: $$report"; cat $$report; exit $$status
 
 # A debug build of ext/ (-O0 -g, bounds checks on) with Cython's annotated HTML.
 debug: $(VENV)/bin/activate
