@@ -38,6 +38,8 @@ def parse_text(text: str, source: str = "config.pbtxt") -> Any:
         text_format.Parse(text, config)
     except text_format.ParseError as exc:
         raise InferenceError.invalid(f"failed to parse {source}: {exc}") from None
+    except ValueError as exc:  # a value protobuf's parser lets through but the field refuses (enum number)
+        raise InferenceError.invalid(f"failed to parse {source}: {exc}") from None
     return config
 
 
@@ -56,11 +58,11 @@ def parse_json(text: str | bytes, source: str = "config") -> Any:
     config = ModelConfig()
     try:
         json_format.Parse(text, config, ignore_unknown_fields=False)
-    except json_format.ParseError as exc:
-        raise InferenceError.invalid(f"failed to parse {source} as a model config: {exc}") from None
     except UnicodeDecodeError as exc:
         raise InferenceError.invalid(f"failed to parse {source} as a model config: invalid UTF-8 at byte "
                                      f"{exc.start}") from None
+    except (json_format.ParseError, ValueError) as exc:  # ValueError: a value a field refuses
+        raise InferenceError.invalid(f"failed to parse {source} as a model config: {exc}") from None
     return config
 
 

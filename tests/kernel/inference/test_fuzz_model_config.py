@@ -152,3 +152,15 @@ def test_config_not_utf8_is_invalid(tmp_path, raw):
     with pytest.raises(InferenceError) as caught:
         mcfg.parse_file(path)
     assert caught.value.code is ErrorCode.INVALID_ARG and str(path) in caught.value.message
+
+
+@pytest.mark.parametrize("text", ['output [ { name: "OUT" data_type: 18446744073709551616 } ]',
+                                  "instance_group [ { kind: 99999999999 } ]"])
+def test_enum_number_out_of_range_is_invalid(tmp_path, text):
+    """Found by the long fuzz run: an enum field given a number past its range raised
+    protobuf's ValueError ("Value out of range") out of parse_file."""
+    path = tmp_path / "config.pbtxt"
+    path.write_text(text)
+    with pytest.raises(InferenceError) as caught:
+        mcfg.parse_file(path)
+    assert caught.value.code is ErrorCode.INVALID_ARG and "out of range" in caught.value.message
