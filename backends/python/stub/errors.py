@@ -11,10 +11,15 @@ class StubError(Exception):
     """An error the stub itself reports (Triton's C++ stub throws these): its text as is."""
 
 
-# The stub's own frames are not shown in an error's trace: in Triton the caller is C++.
-_HERE = os.path.dirname(__file__)
-_OWN_FILES = frozenset([os.path.join(_HERE, n) for n in os.listdir(_HERE) if n.endswith(".py")]
-                       + [pb_utils.__file__])
+
+def _sources(package_file: str) -> list[str]:
+    folder = os.path.dirname(package_file)
+    return [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".py")]
+
+
+# The stub's own frames (and pb_utils') are not shown in an error's trace: in Triton the
+# caller is C++.
+_OWN_FILES = frozenset(_sources(__file__) + _sources(pb_utils.__file__))
 
 
 def error_text(exc: BaseException) -> str:
