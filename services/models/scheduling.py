@@ -1,7 +1,7 @@
 """Which scheduler serves a model version, and the server-wide parts schedulers share.
 
-    ensemble_scheduling / platform "ensemble"  -> EnsembleScheduler (ensemble.py)
-    sequence_batching                          -> SequenceScheduler (sequence.py)
+    ensemble_scheduling / platform "ensemble"  -> EnsembleScheduler (ensemble/)
+    sequence_batching                          -> SequenceScheduler (sequence/)
     anything else                              -> Scheduler, the dynamic batcher (scheduler.py)
 
 With `--rate-limit=execution_count` every instance is wrapped so that it executes only
