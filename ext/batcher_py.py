@@ -13,7 +13,6 @@ import bisect
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 __all__ = ["BatchQueue"]
 

@@ -22,7 +22,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
-from naiad.ext import batcher_py
 from naiad.ext.batcher import queue_class
 from naiad.ext.batcher_py import BatchQueue
 from naiad.kernel.inference.backend import ModelInstance
@@ -117,7 +116,7 @@ class Scheduler:
         self.recorder = recorder
         self._spawn = spawn
         self._queue = batching.new_queue(native)
-        self.native = not isinstance(self._queue, batcher_py.BatchQueue)
+        self.native = not isinstance(self._queue, BatchQueue)  # the twin is the only Python one
         self._pending: dict[int, Pending] = {}  # queue handle -> request, while queued
         self._next_handle = 0
         self._shape_ids: dict[Any, int] = {}  # shape key -> the int the queue compares
