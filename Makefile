@@ -13,7 +13,7 @@ APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev 
 # Only the tests use these: a real browser for the status page, a real Prometheus.
 APT_TEST_PACKAGES := chromium chromium-driver prometheus
 
-.PHONY: serve test conformance fuzz install install-test system-deps test-system-deps debug clean
+.PHONY: serve test conformance fuzz soak install install-test system-deps test-system-deps debug clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,19 @@ fuzz:
 	NAIAD_FUZZ_INPUTS=$(FUZZ_INPUTS) NAIAD_FUZZ_VARIANTS=$(FUZZ_VARIANTS) NAIAD_FUZZ_REPORT=$$report \
 		$(PY) -m pytest -q -s -p no:cacheprovider --timeout=0 $$(find tests -name 'test_fuzz_*.py' | sort); \
 	status=$$?; echo "fuzz report: $$report"; cat $$report; exit $$status
+
+# bench/soak.py: SOAK_MINUTES at c=8 over HTTP and gRPC per allocator (system, then jemalloc
+# preloaded), RSS every 10 s, into bench/results/soak-<time>.csv and .md. Only the soak needs
+# jemalloc to preload and perf_analyzer's libb64 (make serve has libjemalloc2 for allocator=jemalloc).
+APT_SOAK_PACKAGES := libjemalloc2 libb64-0d
+SOAK_MINUTES ?= 10
+soak:
+	@[ -x $(VENV)/bin/naiad ] && $(PY) -c "import tritonclient.grpc" 2>/dev/null || $(MAKE) install-test
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_SOAK_PACKAGES) >/dev/null) \
+		|| echo "note: could not install $(APT_SOAK_PACKAGES); the jemalloc soak needs libjemalloc2"; \
+	fi
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
 
 # A debug build of ext/ (-O0 -g, bounds checks on) with Cython's annotated HTML.
 debug: $(VENV)/bin/activate
