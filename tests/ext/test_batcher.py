@@ -111,7 +111,7 @@ def test_native_timer_fires_a_delayed_batch_and_signals_once():
     readable, _, _ = select.select([fd], [], [], 1.0)
     waited = (time.monotonic_ns() - t0) / 1e6
     assert readable == [fd]
-    assert 40 <= waited < 500
+    assert waited >= 50  # not before the delay (a loaded box may wake it late)
     assert q.wants == 0  # the timer formed the batch for the idle worker itself
     assert q.pump(0) == ([[0, 1, 2]], [])
     assert select.select([fd], [], [], 0.05)[0] == []  # the wake-up was consumed with the batch
@@ -125,12 +125,16 @@ def test_native_timer_rejects_at_the_deadline_while_workers_are_busy():
     t0 = time.monotonic_ns()
     q.push(0, 0, 0, 1, 1, t0)
     q.push(1, 0, 10_000, 1, 1, t0)  # its own 10 ms shortens the default
-    assert select.select([fd], [], [], 1.0)[0] == [fd]
-    assert 5 <= (time.monotonic_ns() - t0) / 1e6 < 25
-    assert q.pump(0) == ([], [1])
-    assert select.select([fd], [], [], 1.0)[0] == [fd]
-    assert q.pump(0) == ([], [0])
-    assert q.size == 0
+    rounds = []
+    while q.size:
+        assert select.select([fd], [], [], 2.0)[0] == [fd]
+        rounds.append(((time.monotonic_ns() - t0) / 1e6, q.pump(0)))
+    first_ms, (batches, expired) = rounds[0]
+    assert first_ms >= 10  # never before the deadline (a loaded box may wake it late, not early)
+    assert batches == [] and 1 in expired  # the shortened one goes first (with the other if woken late)
+    assert sorted(h for _, (_, e) in rounds for h in e) == [0, 1]
+    if len(rounds) == 2:  # woken in time for each deadline: the other no sooner than 30 ms
+        assert expired == [1] and rounds[1][0] >= 30
     q.stop()
 
 
