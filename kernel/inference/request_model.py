@@ -158,7 +158,9 @@ def requested_output(name: str, params: Mapping[str, Any] | None, wire: Wire) ->
     is returned."""
     if not params:
         return RequestedOutput(name, wire.binary(params or {}))
-    shm = shared_memory_ref(params, wire, name)
+    shm = None
+    if SHM_REGION in params or SHM_OFFSET in params or SHM_BYTE_SIZE in params:  # rare: spares a call
+        shm = shared_memory_ref(params, wire, name)
     classification = 0
     if CLASSIFICATION in params:
         classification = wire.classification(params[CLASSIFICATION])
