@@ -111,7 +111,7 @@ class SchedulingContext:
                 log.warning("model '%s': the sequence batcher does not use the response cache", lv.name)
             declared = [o.name for o in config.output]
             return SequenceScheduler(lv.name, lv.version, instances, config, lv.spec.model_dir, lv.recorder,
-                                     spawn, declared)
+                                     spawn, declared, native_batcher=self.native_batcher)
         scheduler: Any = Scheduler(lv.name, lv.version, instances, BatchingConfig(config), lv.recorder, spawn,
                                    native=self.native_batcher)
         if wants_cache and self.cache is not None:

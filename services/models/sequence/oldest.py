@@ -57,7 +57,7 @@ class OldestBatcher:
         db.max_queue_delay_microseconds = oldest.max_queue_delay_microseconds
         db.preserve_ordering = oldest.preserve_ordering
         self.inner = Scheduler(sched.model_name, sched.version, [ReleasingInstance(instance)],
-                               BatchingConfig(synthetic), recorder, spawn)
+                               BatchingConfig(synthetic), recorder, spawn, native=sched.native_batcher)
 
     def busy(self) -> bool:
         return any(s.queue or s.in_flight for s in self.slots)

@@ -35,8 +35,9 @@ class SequenceScheduler(SlotTable):
 
     def __init__(self, model_name: str, version: int, instances: Sequence[ModelInstance], config: Any,
                  model_dir: Path | None, recorder: StatsRecorder, spawn: Callable[[Any, str], asyncio.Task],
-                 declared_outputs: Sequence[str] = ()) -> None:
+                 declared_outputs: Sequence[str] = (), native_batcher: bool = True) -> None:
         self.model_name = model_name
+        self.native_batcher = native_batcher  # the oldest strategy's dynamic batchers: native queue
         self.version = version
         self.settings = SequenceSettings(config, model_dir)
         self.recorder = recorder

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from naiad.ext import batcher
 from naiad.kernel.inference.backend import ExecutionTimes, ModelInstance
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.model_config import parse_text
@@ -65,7 +66,7 @@ class Recorder(ModelInstance):
         pass
 
 
-def _make(extra: str, instances, max_batch_size: int = 2, outputs=("OUT",)):
+def _make(extra: str, instances, max_batch_size: int = 2, outputs=("OUT",), native_batcher: bool = True):
     text = f'name: "m" backend: "python" max_batch_size: {max_batch_size}\n' + \
         'input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]\n' + \
         "".join(f'output [ {{ name: "{o}" data_type: TYPE_INT32 dims: [ 1 ] }} ]\n' for o in outputs) + \
@@ -77,7 +78,8 @@ def _make(extra: str, instances, max_batch_size: int = 2, outputs=("OUT",)):
         tasks.add(t)
         return t
 
-    sched = SequenceScheduler("m", 1, instances, parse_text(text), None, StatsRecorder("m", 1), spawn, outputs)
+    sched = SequenceScheduler("m", 1, instances, parse_text(text), None, StatsRecorder("m", 1), spawn, outputs,
+                              native_batcher=native_batcher)
     sched.start()
     return sched
 
@@ -211,12 +213,16 @@ def test_cancelling_a_queued_request_ends_its_sequence():
     asyncio.run(main())
 
 
-def test_oldest_keeps_one_request_per_sequence_in_flight_and_batches_sequences():
+@pytest.mark.parametrize("native", [
+    pytest.param(True, id="native", marks=pytest.mark.skipif(not batcher.NATIVE, reason="_batcher is not built")),
+    pytest.param(False, id="python")])
+def test_oldest_keeps_one_request_per_sequence_in_flight_and_batches_sequences(native):
     inst = Recorder(delay=0.05)
 
     async def main():
         sched = _make("oldest { max_candidate_sequences: 4 max_queue_delay_microseconds: 20000 } " + CONTROLS,
-                      [inst], max_batch_size=4)
+                      [inst], max_batch_size=4, native_batcher=native)
+        assert [b.inner.native for b in sched.batchers] == [native]  # the queue the switch asked for
         futs = []
         for cid in (1, 2, 3):
             for i in range(3):
