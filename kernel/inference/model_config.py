@@ -58,6 +58,9 @@ def parse_json(text: str | bytes, source: str = "config") -> Any:
     config = ModelConfig()
     try:
         json_format.Parse(text, config, ignore_unknown_fields=False)
+    except SystemError:  # upb looking up a field name that holds a lone surrogate ("\ud800")
+        raise InferenceError.invalid(f"failed to parse {source} as a model config: a field name is not "
+                                     "valid UTF-8") from None
     except UnicodeDecodeError as exc:
         raise InferenceError.invalid(f"failed to parse {source} as a model config: invalid UTF-8 at byte "
                                      f"{exc.start}") from None

@@ -233,11 +233,12 @@ def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any
     numeric data the look for booleans that numpy would silently take as numbers."""
     count = element_count(shape)
     if count == 0:  # Triton reads no data at all for an empty tensor
-        if datatype == "BYTES":
-            return Tensor(name, datatype, shape, array=np.empty(shape, dtype=object))
-        target = WIRE_TO_NUMPY.get(datatype)
-        return Tensor(name, datatype, shape, array=np.empty(shape, dtype=target) if target else None,
-                      raw=None if target else b"")
+        target = object if datatype == "BYTES" else WIRE_TO_NUMPY.get(datatype)
+        try:
+            array = np.empty(shape, dtype=target) if target else None
+        except ValueError:  # a 0 beside a dimension past what numpy can index ([0, 2**62])
+            raise _invalid(f"input '{name}' has a shape no tensor can take: {list(shape)}") from None
+        return Tensor(name, datatype, shape, array=array, raw=None if target else b"")
     if type(data) is not list:
         raise _bad("data", "array")
     if datatype == "BYTES":

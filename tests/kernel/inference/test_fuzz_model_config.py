@@ -164,3 +164,12 @@ def test_enum_number_out_of_range_is_invalid(tmp_path, text):
     with pytest.raises(InferenceError) as caught:
         mcfg.parse_file(path)
     assert caught.value.code is ErrorCode.INVALID_ARG and "out of range" in caught.value.message
+
+
+@pytest.mark.parametrize("text", [r'{"no_such\ud800": 1}', '{"no_such\ud800": 1}'])
+def test_json_field_name_not_utf8_is_invalid(text):
+    """Found by the long fuzz run (through the load API): a JSON config whose field name holds
+    a lone surrogate raised SystemError out of protobuf's parser (a 500 with its words)."""
+    with pytest.raises(InferenceError) as caught:
+        mcfg.parse_json(text, "config override of 'm'")
+    assert caught.value.code is ErrorCode.INVALID_ARG and "not valid UTF-8" in caught.value.message

@@ -256,6 +256,12 @@ REGRESSIONS = [
     ("deep-json-body", _post_infer("identity_all", DEEP, None)),
     ("deep-json-data", _post_infer("identity_all", b'{"inputs":[{"name":"IN_FP32","datatype":"FP32","shape":[1],'
                                    b'"data":' + DEEP + b"}]}", None)),
+    # An empty tensor (a 0 dimension) beside a dimension numpy cannot index: was a 500 with
+    # "ValueError: array is too big" / "Maximum allowed dimension exceeded" (long fuzz run).
+    ("empty-huge-shape", _post_infer("identity_all", b'{"inputs":[{"name":"IN_UINT16","datatype":"UINT16",'
+                                     b'"shape":[0,4611686018427387904],"data":null}]}', None)),
+    ("empty-huge-shape-bool", _post_infer("identity_all", b'{"inputs":[{"name":"IN_BOOL","datatype":"BOOL",'
+                                          b'"shape":[0,9223372037854775807],"data":null}]}', None)),
     # aiohttp: a client that half-closes before any byte, or mid-body, was never closed.
     ("half-close-first", b""),
     ("half-close-mid-body", b"POST /v2/models/identity_all/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 66\r\n"
@@ -270,3 +276,5 @@ def test_fuzz_regression(server, name, raw):
     assert closed, "the connection stayed open"
     if name.startswith("deep-json"):
         assert statuses == [500] and b"failed to parse the request JSON buffer" in reply, reply[:300]
+    if name.startswith("empty-huge-shape"):
+        assert statuses == [400] and b"a shape no tensor can take" in reply, reply[:300]
