@@ -63,6 +63,7 @@ ATTACKS = [
     ("request-line-without-version", b"GET /v2/health/ready\r\n\r\n", 400),
     ("http-0.9", b"GET /v2/health/ready HTTP/0.9\r\nHost: t\r\n\r\n", 505),
     ("http2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    ("method-unknown", b"FOO /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n", 400),
 ]
 # aiohttp's parser does not show a chunk's declared size: it streams the chunk's bytes and
 # the limit applies as they arrive (413 once it is passed). Until then the request waits,
@@ -71,7 +72,7 @@ WAITS_ON_AIOHTTP = {"chunk-over-limit", "chunk-size-overflow", "chunk-extension-
 # aiohttp's parser refuses these with a plain 400.
 AIOHTTP_STATUS = {"chunk-size-past-64-bits": 400, "cl-past-64-bits": 400, "http2-preface": 400}
 # aiohttp's parser serves these (as HTTP/0.9, or skipping the extra space); llhttp does not.
-SERVED_BY_AIOHTTP = {"request-line-two-spaces", "request-line-without-version", "http-0.9"}
+SERVED_BY_AIOHTTP = {"request-line-two-spaces", "request-line-without-version", "http-0.9", "method-unknown"}
 
 
 def read_reply(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[bytes, bool]:
