@@ -343,7 +343,8 @@ private:
 };
 
 // push() is called once per request: a METH_FASTCALL method (positional arguments only)
-// costs a fifth of pybind11's general dispatch.
+// costs a fifth of pybind11's general dispatch.  The pybind11 instance holds the queue by
+// value; a Python subclass (batcher.NativeBatchQueue) keeps the same layout.
 PyObject* push_fast(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     if (nargs != 6) {
         PyErr_Format(PyExc_TypeError,
@@ -351,8 +352,7 @@ PyObject* push_fast(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
                      "arguments (%zd given)", nargs);
         return nullptr;
     }
-    auto* inst = reinterpret_cast<py::detail::instance*>(self);
-    BatchQueue* q = inst->get_value_and_holder().value_ptr<BatchQueue>();
+    BatchQueue* q = reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder().value_ptr<BatchQueue>();
     if (q == nullptr) {
         PyErr_SetString(PyExc_TypeError, "BatchQueue.__init__ was not called");
         return nullptr;
@@ -364,6 +364,61 @@ PyObject* push_fast(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     }
     return PyBool_FromLong(q->push(v[0], v[1], v[2], v[3], v[4], v[5]));
 }
+
+PyObject* int_list(const std::vector<int64_t>& v) {
+    PyObject* out = PyList_New(static_cast<Py_ssize_t>(v.size()));
+    if (out == nullptr) return nullptr;
+    for (size_t i = 0; i < v.size(); ++i) {
+        PyObject* x = PyLong_FromLongLong(v[i]);
+        if (x == nullptr) {
+            Py_DECREF(out);
+            return nullptr;
+        }
+        PyList_SET_ITEM(out, static_cast<Py_ssize_t>(i), x);
+    }
+    return out;
+}
+
+// pump() is called once per batch: METH_FASTCALL too, building the lists directly.
+PyObject* pump_fast(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "pump(idle) takes 1 positional argument (%zd given)", nargs);
+        return nullptr;
+    }
+    BatchQueue* q = reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder().value_ptr<BatchQueue>();
+    if (q == nullptr) {
+        PyErr_SetString(PyExc_TypeError, "BatchQueue.__init__ was not called");
+        return nullptr;
+    }
+    int64_t idle = PyLong_AsLongLong(args[0]);
+    if (idle == -1 && PyErr_Occurred()) return nullptr;
+    auto [batches, expired] = q->pump(idle);
+    PyObject* b = PyList_New(static_cast<Py_ssize_t>(batches.size()));
+    if (b == nullptr) return nullptr;
+    for (size_t i = 0; i < batches.size(); ++i) {
+        PyObject* one = int_list(batches[i]);
+        if (one == nullptr) {
+            Py_DECREF(b);
+            return nullptr;
+        }
+        PyList_SET_ITEM(b, static_cast<Py_ssize_t>(i), one);
+    }
+    PyObject* e = int_list(expired);
+    if (e == nullptr) {
+        Py_DECREF(b);
+        return nullptr;
+    }
+    PyObject* out = PyTuple_Pack(2, b, e);
+    Py_DECREF(b);
+    Py_DECREF(e);
+    return out;
+}
+
+PyMethodDef pump_def = {"pump", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(pump_fast)),
+                        METH_FASTCALL,
+                        "pump(idle) -> (batches, expired)\n\n"
+                        "`idle` workers wait: decide now; the batches for them and the handles rejected on "
+                        "timeout since the last call."};
 
 PyMethodDef push_def = {"push", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(push_fast)),
                         METH_FASTCALL,
@@ -379,14 +434,18 @@ PYBIND11_MODULE(_batcher, m) {
                       std::vector<std::tuple<bool, int64_t, bool, int64_t>>>(),
              py::arg("dynamic"), py::arg("max_batch_size"), py::arg("preferred"), py::arg("delay_ns"),
              py::arg("levels"), py::arg("default_level"), py::arg("policies"))
-        .def("pump", &BatchQueue::pump, py::arg("idle"))
         .def("close", &BatchQueue::close)
         .def("take_all", &BatchQueue::take_all)
         .def("stop", &BatchQueue::stop, py::call_guard<py::gil_scoped_release>())
         .def("fileno", &BatchQueue::fileno)
         .def_property_readonly("size", &BatchQueue::size)
         .def_property_readonly("wants", &BatchQueue::wants);
-    PyObject* push = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), &push_def);
-    if (push == nullptr || PyObject_SetAttrString(cls.ptr(), "push", push) < 0) throw py::error_already_set();
-    Py_DECREF(push);
+    for (PyMethodDef* def : {&push_def, &pump_def}) {
+        PyObject* method = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def);
+        if (method == nullptr || PyObject_SetAttrString(cls.ptr(), def->ml_name, method) < 0) {
+            Py_XDECREF(method);
+            throw py::error_already_set();
+        }
+        Py_DECREF(method);
+    }
 }

@@ -247,20 +247,25 @@ class Scheduler:
 
     # ------------------------------------------------------------------ batching --
 
-    def _decide(self) -> None:
+    def _decide(self, caller: bool = False) -> list[Pending] | None:
         """Collect the queue's decisions: batches go to idle workers in the order they
-        became idle; requests that timed out under REJECT are answered."""
+        became idle; requests that timed out under REJECT are answered. `caller`: the
+        calling worker wants a batch too, ahead of the idle ones (it returns its batch)."""
         self._decide_soon = False
-        batches, expired = self._queue.pump(len(self._idle))
+        batches, expired = self._queue.pump(len(self._idle) + caller)
         pending = self._pending
         for h in expired:
             p = pending.pop(h)
             self.recorder.dequeued()
             p.sink.finish(Skipped.unavailable("Request timeout expired"))
+        mine = None
         for handles in batches:
             batch = [pending.pop(h) for h in handles]
             self.recorder.dequeued(len(batch))
             self._running += 1
+            if caller and mine is None:
+                mine = batch
+                continue
             while self._idle:
                 fut = self._idle.popleft()
                 if not fut.done():
@@ -270,6 +275,7 @@ class Scheduler:
                 self._orphans.append(batch)
         if expired:
             self._check_drained()
+        return mine
 
     async def _next_batch(self, instance: ModelInstance) -> list[Pending] | None:
         loop = self._loop
@@ -285,12 +291,14 @@ class Scheduler:
                 if self._orphans:
                     return self._orphans.popleft()
                 return None
+            batch = self._decide(caller=True)  # a batch that can go now goes now, to this worker first
+            if batch is not None:
+                return batch
             fut = loop.create_future()  # type: ignore[union-attr]
             if first:
                 self._idle.appendleft(fut)
             else:
                 self._idle.append(fut)
-            self._decide()  # a batch that can go now goes now
             try:
                 batch = await fut
             except asyncio.CancelledError:
