@@ -282,15 +282,22 @@ class Server {
     }
   }
 
+  // New calls are refused at once (the client sees UNAVAILABLE); the calls already
+  // started may still be answered for `grace_secs` (replies posted meanwhile are sent),
+  // then what is left is cancelled.
   void stop(double grace_secs) {
     {
       std::lock_guard<std::mutex> g(actions_mu_);
-      if (stopping_) return;
-      stopping_ = true;
+      if (shutting_down_) return;
+      shutting_down_ = true;
     }
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                          gpr_time_from_millis(int64_t(grace_secs * 1000), GPR_TIMESPAN));
     server_->Shutdown(deadline);
+    {
+      std::lock_guard<std::mutex> g(actions_mu_);
+      stopping_ = true;  // no more replies: the completion queue goes next
+    }
     cq_->Shutdown();
     if (thread_.joinable()) thread_.join();
     actions_.clear();
@@ -307,7 +314,7 @@ class Server {
 
   bool stopping() {
     std::lock_guard<std::mutex> g(actions_mu_);
-    return stopping_;
+    return shutting_down_;
   }
 
  private:
@@ -339,7 +346,8 @@ class Server {
   std::mutex actions_mu_;
   std::vector<Action> actions_;
   bool wake_pending_ = false;
-  bool stopping_ = false;
+  bool shutting_down_ = false;  // stop() began: no new calls are asked for
+  bool stopping_ = false;  // the completion queue is shutting down: nothing more is posted
   grpc::Alarm alarm_;
   int wake_tag_ = 0;
   uint64_t next_id_ = 0;

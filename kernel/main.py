@@ -78,13 +78,13 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(init_error.creating_server(), file=sys.stderr)
         return 2
 
-    from .kernel import Kernel
+    from .kernel import Kernel, exit_now
     from .loop import run
 
     async def _main() -> int:
         return await Kernel(config, init_error=init_error, hard_exit=True).serve()
 
-    return run(_main())
+    exit_now(run(_main()))  # the shutdown is bounded: so is the exit
 
 
 def config_command(args: argparse.Namespace) -> int:

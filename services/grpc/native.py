@@ -107,6 +107,10 @@ class _StreamCall(_UnaryCall):
         self.sent()
 
 
+# At stop, how long the calls already started may still be answered before they are cancelled.
+_LAST_ANSWERS_SECS = 0.5
+
+
 class _UnarySink(ResponseSink):
     """Answers a fast-path ModelInfer call when its one response arrives: no task waits."""
 
@@ -195,7 +199,9 @@ class NativeGrpcServer:
         deadline = loop.time() + grace
         while self.tasks and loop.time() < deadline:
             await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - loop.time()))
-        await loop.run_in_executor(None, server.stop, 0.0)
+        # New calls are refused from here; the calls already started are answered (refused
+        # UNAVAILABLE by now, the loop goes on taking them) rather than cancelled.
+        await loop.run_in_executor(None, server.stop, _LAST_ANSWERS_SECS)
         loop.remove_reader(server.fileno())
         for task in list(self.tasks):
             task.cancel()

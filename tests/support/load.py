@@ -6,6 +6,7 @@ the server saying no; anything else is a request lost."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,13 @@ class Tally:
     refused: int = 0
     wrong: int = 0
     lost: list[str] = field(default_factory=list)  # what each lost call ended with
+    lost_at: list[tuple[float, float]] = field(default_factory=list)  # (sent, ended) of each
     latencies: list[float] = field(default_factory=list)  # of the right answers, seconds
     done_at: list[float] = field(default_factory=list)  # time.monotonic() of each right answer
+
+    def lost_sent_before(self, t: float) -> list[str]:
+        """The lost calls sent before `t` (time.monotonic())."""
+        return [what for what, (sent, _) in zip(self.lost, self.lost_at) if sent < t]
 
     def ok_after(self, t: float) -> int:
         return sum(1 for d in self.done_at if d > t)
@@ -36,7 +42,8 @@ class Tally:
         return statistics.median(self.latencies) * 1000 if self.latencies else float("nan")
 
     def summary(self) -> str:
-        return (f"ok {self.ok}, refused {self.refused}, wrong {self.wrong}, lost {len(self.lost)}, "
+        lost = f" {dict(collections.Counter(self.lost))}" if self.lost else ""
+        return (f"ok {self.ok}, refused {self.refused}, wrong {self.wrong}, lost {len(self.lost)}{lost}, "
                 f"p50 {self.p50_ms():.1f} ms")
 
 
@@ -94,6 +101,7 @@ async def hammer(call: Callable[[int], Awaitable[int]], concurrency: int, until:
                     tally.refused += 1
                 else:
                     tally.lost.append(f"{type(exc).__name__}: {exc}")
+                    tally.lost_at.append((sent, time.monotonic()))
                 await asyncio.sleep(0.005)
                 continue
             now = time.monotonic()
