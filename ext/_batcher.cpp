@@ -342,6 +342,13 @@ private:
     std::thread timer_;
 };
 
+// The queue inside a BatchQueue instance (nullptr with TypeError before __init__).
+BatchQueue* queue_of(PyObject* self) {
+    BatchQueue* q = reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder().value_ptr<BatchQueue>();
+    if (q == nullptr) PyErr_SetString(PyExc_TypeError, "BatchQueue.__init__ was not called");
+    return q;
+}
+
 // push() is called once per request: a METH_FASTCALL method (positional arguments only)
 // costs a fifth of pybind11's general dispatch.  The pybind11 instance holds the queue by
 // value; a Python subclass (batcher.NativeBatchQueue) keeps the same layout.
@@ -352,11 +359,8 @@ PyObject* push_fast(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
                      "arguments (%zd given)", nargs);
         return nullptr;
     }
-    BatchQueue* q = reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder().value_ptr<BatchQueue>();
-    if (q == nullptr) {
-        PyErr_SetString(PyExc_TypeError, "BatchQueue.__init__ was not called");
-        return nullptr;
-    }
+    BatchQueue* q = queue_of(self);
+    if (q == nullptr) return nullptr;
     int64_t v[6];
     for (int i = 0; i < 6; ++i) {
         v[i] = PyLong_AsLongLong(args[i]);
@@ -365,11 +369,13 @@ PyObject* push_fast(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     return PyBool_FromLong(q->push(v[0], v[1], v[2], v[3], v[4], v[5]));
 }
 
-PyObject* int_list(const std::vector<int64_t>& v) {
-    PyObject* out = PyList_New(static_cast<Py_ssize_t>(v.size()));
+// A Python list of make(item) for each item (nullptr with the error set if one fails).
+template <typename T, typename Make>
+PyObject* list_of(const std::vector<T>& items, Make make) {
+    PyObject* out = PyList_New(static_cast<Py_ssize_t>(items.size()));
     if (out == nullptr) return nullptr;
-    for (size_t i = 0; i < v.size(); ++i) {
-        PyObject* x = PyLong_FromLongLong(v[i]);
+    for (size_t i = 0; i < items.size(); ++i) {
+        PyObject* x = make(items[i]);
         if (x == nullptr) {
             Py_DECREF(out);
             return nullptr;
@@ -379,30 +385,23 @@ PyObject* int_list(const std::vector<int64_t>& v) {
     return out;
 }
 
+PyObject* int_list(const std::vector<int64_t>& v) {
+    return list_of(v, [](int64_t x) { return PyLong_FromLongLong(x); });
+}
+
 // pump() is called once per batch: METH_FASTCALL too, building the lists directly.
 PyObject* pump_fast(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     if (nargs != 1) {
         PyErr_Format(PyExc_TypeError, "pump(idle) takes 1 positional argument (%zd given)", nargs);
         return nullptr;
     }
-    BatchQueue* q = reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder().value_ptr<BatchQueue>();
-    if (q == nullptr) {
-        PyErr_SetString(PyExc_TypeError, "BatchQueue.__init__ was not called");
-        return nullptr;
-    }
+    BatchQueue* q = queue_of(self);
+    if (q == nullptr) return nullptr;
     int64_t idle = PyLong_AsLongLong(args[0]);
     if (idle == -1 && PyErr_Occurred()) return nullptr;
     auto [batches, expired] = q->pump(idle);
-    PyObject* b = PyList_New(static_cast<Py_ssize_t>(batches.size()));
+    PyObject* b = list_of(batches, int_list);
     if (b == nullptr) return nullptr;
-    for (size_t i = 0; i < batches.size(); ++i) {
-        PyObject* one = int_list(batches[i]);
-        if (one == nullptr) {
-            Py_DECREF(b);
-            return nullptr;
-        }
-        PyList_SET_ITEM(b, static_cast<Py_ssize_t>(i), one);
-    }
     PyObject* e = int_list(expired);
     if (e == nullptr) {
         Py_DECREF(b);
