@@ -66,6 +66,8 @@ def parse_json(text: str | bytes, source: str = "config") -> Any:
                                      f"{exc.start}") from None
     except (json_format.ParseError, ValueError) as exc:  # ValueError: a value a field refuses
         raise InferenceError.invalid(f"failed to parse {source} as a model config: {exc}") from None
+    except (TypeError, AttributeError):  # protobuf's parser on JSON that is not an object ("0", "[]")
+        raise InferenceError.invalid(f"failed to parse {source} as a model config: expected a JSON object") from None
     return config
 
 

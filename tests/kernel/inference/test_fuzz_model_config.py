@@ -173,3 +173,12 @@ def test_json_field_name_not_utf8_is_invalid(text):
     with pytest.raises(InferenceError) as caught:
         mcfg.parse_json(text, "config override of 'm'")
     assert caught.value.code is ErrorCode.INVALID_ARG and "not valid UTF-8" in caught.value.message
+
+
+@pytest.mark.parametrize("text", ["0", '"x"', "null", "true", "[1, 2]"])
+def test_json_config_not_an_object_is_invalid(text):
+    """Found by the long fuzz run: a JSON config that is not an object raised TypeError out of
+    protobuf's parser (a load answered 500 with Python's words)."""
+    with pytest.raises(InferenceError) as caught:
+        mcfg.parse_json(text, "config override of 'm'")
+    assert caught.value.code is ErrorCode.INVALID_ARG and "failed to parse" in caught.value.message
