@@ -94,7 +94,6 @@ class Http1Framer {
 
   int status() const { return status_; }
   const std::string& error() const { return error_; }
-  bool started() const { return started_; }     // a request's first byte has been read
   bool head_done() const { return head_done_; }  // its head is complete
   bool expect_continue() const { return expect_continue_; }
   // Body bytes declared by Content-Length and not yet received (0 otherwise).
@@ -141,7 +140,6 @@ class Http1Framer {
   static int on_message_begin(llhttp_t* p) {
     Http1Framer& f = self(p);
     f.req_ = std::make_shared<Request>();
-    f.started_ = true;
     f.start_ = f.fields_ = 0;
     f.head_done_ = f.chunked_ = f.expect_continue_ = f.in_trailers_ = f.in_field_ = false;
     f.has_te_ = f.has_version_ = false;
@@ -291,7 +289,7 @@ class Http1Framer {
     if (f.chunked_) r.body_off = 0;
     r.keep_alive = llhttp_should_keep_alive(p) && !f.close_after_ && !p->upgrade;
     f.done_ = true;
-    f.started_ = f.head_done_ = false;
+    f.head_done_ = false;
     return HPE_PAUSED;
   }
 
@@ -357,7 +355,7 @@ class Http1Framer {
   std::vector<std::string> codings_;
   int status_ = 0;
   std::string error_;
-  bool started_ = false, head_done_ = false, done_ = false, chunked_ = false, expect_continue_ = false;
+  bool head_done_ = false, done_ = false, chunked_ = false, expect_continue_ = false;
   bool in_trailers_ = false, in_field_ = false, has_te_ = false, has_version_ = false, close_after_ = false;
 };
 
