@@ -28,6 +28,7 @@ from naiad.kernel.inference.backend import ModelInstance
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import InferenceRequest, ResponseSink
 
+from .execution import execute_batch
 from .recorder import AnswerWatch, Ran, Skipped, StatsRecorder
 
 log = logging.getLogger("naiad.services.models")
@@ -349,19 +350,9 @@ class Scheduler:
             if not batch:
                 return
             watches = None if self.cfg.decoupled else [AnswerWatch(s) for s in sinks]
-            try:
-                times = await instance.execute(requests, watches or sinks)
-            except asyncio.CancelledError:
-                err = InferenceError.unavailable(f"model '{self.model_name}' stopped while executing")
-                for s in sinks:
-                    s.finish(err)
-                raise
-            except Exception as exc:
-                err = exc if isinstance(exc, InferenceError) else InferenceError.internal(
-                    f"model '{self.model_name}' instance failed: {exc}")
-                log.error("model '%s' version %d: execution failed: %s", self.model_name, self.version, err.message)
-                for s in sinks:
-                    s.finish(err)
+            times = await execute_batch(instance, requests, watches or sinks, sinks, self.model_name,
+                                        "model '%s' version %d: execution failed: %s", self.model_name, self.version)
+            if times is None:
                 return
             self.recorder.executed(times, self.cfg.decoupled, [
                 Ran(p.request, p.batch_size, now - p.queue_start_ns, watches[i] if watches else None)

@@ -5,21 +5,18 @@ with null requests."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from naiad.kernel.inference.backend import ExecutionTimes, ModelInstance
-from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.types import ResponseSink
 
+from ..execution import execute_batch
 from ..recorder import AnswerWatch, Ran
 from .slots import NULL_SINK, Item, Leaving, SeqSink, Slot
 
 if TYPE_CHECKING:
     from .scheduler import SequenceScheduler
-
-log = logging.getLogger("naiad.services.models")
 
 
 class DirectBatcher:
@@ -111,18 +108,8 @@ class DirectBatcher:
                for e, w in zip(entries, watched) if isinstance(e, Item)]
         times: ExecutionTimes | None = None
         try:
-            times = await self.instance.execute(requests, watched)
-        except asyncio.CancelledError:
-            err = InferenceError.unavailable(f"model '{sched.model_name}' stopped while executing")
-            for s in sinks:
-                s.finish(err)
-            raise
-        except Exception as exc:
-            err = exc if isinstance(exc, InferenceError) else InferenceError.internal(
-                f"model '{sched.model_name}' instance failed: {exc}")
-            log.error("model '%s': sequence batch failed: %s", sched.model_name, err.message)
-            for s in sinks:
-                s.finish(err)
+            times = await execute_batch(self.instance, requests, watched, sinks, sched.model_name,
+                                        "model '%s': sequence batch failed: %s", sched.model_name)
         finally:
             for s in sinks:
                 s.released()  # type: ignore[attr-defined]
