@@ -218,10 +218,7 @@ class Endpoint:
             self.outbox.append((data, fds or []))
             return
         try:
-            if fds:
-                self.sock.sendmsg([data], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))])
-            else:
-                self.sock.send(data)
+            self._send_now(data, fds)
         except BlockingIOError:
             self.outbox.append((data, fds or []))
             if self.on_backpressure is not None:
@@ -229,15 +226,19 @@ class Endpoint:
             return
         self.sent += 1
 
+    def _send_now(self, data: bytes, fds: list[int] | None) -> None:
+        """One packet, with `fds` passed along (SCM_RIGHTS) when there are any."""
+        if fds:
+            self.sock.sendmsg([data], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))])
+        else:
+            self.sock.send(data)
+
     def flush(self) -> bool:
         """Send what the outbox holds; True once it is empty (non-blocking side only)."""
         while self.outbox:
             data, fds = self.outbox[0]
             try:
-                if fds:
-                    self.sock.sendmsg([data], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))])
-                else:
-                    self.sock.send(data)
+                self._send_now(data, fds)
             except BlockingIOError:
                 return False
             self.outbox.pop(0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Any
+
+# Triton's codes are the server's own (TritonError.INTERNAL == ErrorCode.INTERNAL, ...).
+from naiad.kernel.inference.errors import ErrorCode as _ErrorCode
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
@@ -12,17 +14,6 @@ def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
     if value is None or not isinstance(value, kind):
         raise TypeError(f"{where}: incompatible argument type {type(value).__name__}")
     return value
-
-
-class _ErrorCode(enum.IntEnum):
-    UNKNOWN = 0
-    INTERNAL = 1
-    NOT_FOUND = 2
-    INVALID_ARG = 3
-    UNAVAILABLE = 4
-    UNSUPPORTED = 5
-    ALREADY_EXISTS = 6
-    CANCELLED = 7
 
 
 class TritonError:

@@ -1,11 +1,9 @@
-"""One Python model instance: a stub process, its batches, its restarts.
+"""One stub incarnation as the parent sees it (the IPC session).
 
-`Session` is one stub incarnation as the parent sees it: it packs a batch's inputs into
-the parent's arena and sends ONE EXECUTE packet, reads the stub's packets on the event
-loop (`add_reader`, no threads), routes responses to the requests' sinks, serves the
-stub's BLS and model-control calls through the BackendContext, and fails what is in
-flight if the stub dies. `PythonModelInstance` owns the current session and replaces
-it (re-running `initialize`) when the stub dies.
+`Session` packs a batch's inputs into the parent's arena and sends ONE EXECUTE packet,
+reads the stub's packets on the event loop (`add_reader`, no threads), routes responses
+to the requests' sinks, and fails what is in flight if the stub dies. The stub's own
+calls (BLS, model control, metrics) are answered by `ServerCalls` (server_calls.py).
 
 Outputs are copied out of the stub's region once, into one `bytes` per message whose
 slices become the response tensors. The copy lets the stub reuse its memory as soon as
@@ -24,25 +22,22 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Sequence
 
-from naiad.kernel.inference.backend import BackendContext, ExecutionTimes, InstanceSpec, ModelInstance, ModelSpec
+from naiad.kernel.inference.backend import BackendContext, ExecutionTimes
 from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.types import (
     InferenceRequest,
     InferenceResponse,
-    RequestedOutput,
     ResponseSink,
     Tensor,
 )
 
-from . import ipc
-from .ipc import (
+from .. import ipc
+from ..ipc import (
     ACK,
     AUTO_COMPLETE,
     AUTO_COMPLETE_DONE,
     BLS,
-    BLS_RESULT,
     CALL,
-    CALL_RESULT,
     CANCEL,
     EXEC_DONE,
     EXECUTE,
@@ -54,9 +49,11 @@ from .ipc import (
     RESPONSE,
     RESPONSES,
 )
-from .launcher import StubProcess
-from .metrics import StubMetrics
-from .readiness import ReadinessProbe
+from ..launcher import StubProcess
+from ..metrics import StubMetrics
+from ..readiness import ReadinessProbe
+from .packing import copy_in, plain, stage
+from .server_calls import ServerCalls
 
 logger = logging.getLogger("naiad.backends.python")
 
@@ -69,9 +66,6 @@ _LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging
 # freed with nothing else going down (a decoupled model streaming with no new requests).
 _ACK_FREES = 64
 _ACK_BYTES = 16 << 20
-_EMPTY = (-1, 0, 0)
-# Shutdown's exit timeout: a stub still executing gets SIGTERM, then SIGKILL this much later.
-_TERM_GRACE_SECS = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,7 +105,7 @@ class StubDied(Exception):
     """The stub exited (or the control socket broke) before answering."""
 
 
-class Session:
+class Session(ServerCalls):
     """One stub incarnation: process, channel, in-flight batches and calls."""
 
     def __init__(
@@ -232,22 +226,8 @@ class Session:
         staged = []
         total = 0
         for r in requests:
-            ins = []
-            for t in r.inputs:
-                if 0 in t.shape:  # empty (Tensor.raw cannot view a zero-size array)
-                    ins.append((t.name, t.datatype, t.shape, total, 0))
-                    continue
-                raw = t.raw
-                if type(raw) is memoryview:
-                    if raw.format != "B" or raw.ndim != 1:
-                        raw = raw.cast("B") if raw.c_contiguous else memoryview(raw.tobytes())
-                    n = raw.nbytes
-                else:
-                    n = len(raw)
-                ins.append((t.name, t.datatype, t.shape, total, n))
-                if n:
-                    staged.append((total, n, raw))
-                total += (n + 63) & ~63
+            ins: list = []
+            total = stage(r.inputs, ins, staged, total)
             flags = r.flags
             if r.sequence_start:
                 flags |= 1
@@ -266,11 +246,7 @@ class Session:
                 )
             )
         if total:
-            region, base = self.ep.arena.alloc(total)
-            view = region.view
-            for off, n, raw in staged:
-                view[base + off : base + off + n] = raw
-            rid = region.id
+            rid, base = copy_in(self.ep.arena, staged, total)
         else:
             rid, base = -1, 0
         frees = self.ep.take_frees()
@@ -280,7 +256,7 @@ class Session:
             pass
         try:
             # A parameter value marshal cannot carry (a numpy scalar, ...): send its str.
-            metas = [m[:4] + ({k: _plain(v) for k, v in m[4].items()},) + m[5:] for m in metas]
+            metas = [m[:4] + ({k: plain(v) for k, v in m[4].items()},) + m[5:] for m in metas]
             return marshal.dumps((EXECUTE, frees, bid, rid, base, total, tuple(metas)))
         except ValueError:
             self.ep.frees.extend(frees)
@@ -482,129 +458,6 @@ class Session:
             record.source = f"{os.path.basename(filename)}:{lineno}"  # Triton heads it model.py:LINE
             logger.handle(record)
 
-    # ====================================================================== BLS ==
-
-    def _spawn(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _bls(self, msg: tuple) -> None:
-        _, _, cid, decoupled, model_name, version, meta, rid, base, total = msg
-        rq_id, corr, flags, timeout, params, requested, descs = meta
-        blob = self._blob(rid, base, total)
-        inputs = [Tensor(name, dt, shape, raw=blob[off : off + n] if n else b"") for name, dt, shape, off, n in descs]
-        request = InferenceRequest(
-            model_name,
-            inputs,
-            model_version="" if version < 0 else str(version),
-            id=rq_id,
-            outputs=[RequestedOutput(n) for n in requested] or None,
-            parameters=dict(params),
-            timeout_us=timeout,
-            sequence_id=corr,
-            sequence_start=bool(flags & 1),
-            sequence_end=bool(flags & 2),
-            protocol="bls",
-        )
-        try:
-            if decoupled:
-                final = False
-                async for resp in self.context.stream(request):
-                    final = resp.final
-                    self._bls_result(cid, final, resp)
-                    if final:
-                        break
-                if not final:
-                    self._bls_result(cid, True, None)
-            else:
-                resp = await self.context.infer(request)
-                self._bls_result(cid, True, resp)
-        except asyncio.CancelledError:
-            request.cancel.cancel()  # the stub is gone: let the callee stop too
-            raise
-        except InferenceError as exc:
-            self._bls_result(cid, True, exc)
-        except Exception as exc:  # noqa: BLE001 (report anything to the model)
-            self._bls_result(cid, True, InferenceError.internal(f"BLS request failed: {exc}"))
-
-    def _bls_result(self, cid: int, final: bool, resp: InferenceResponse | InferenceError | None) -> None:
-        if self.dead:
-            return
-        if resp is None:
-            self._send(BLS_RESULT, cid, final, (None, {}, ()), *_EMPTY)
-            return
-        error = resp if isinstance(resp, InferenceError) else resp.error
-        if error is not None:
-            self._send(BLS_RESULT, cid, final, ((int(error.code), error.message), {}, ()), *_EMPTY)
-            return
-        descs = []
-        staged = []
-        total = 0
-        for t in resp.outputs:
-            if 0 in t.shape:
-                descs.append((t.name, t.datatype, tuple(t.shape), total, 0))
-                continue
-            raw = t.raw
-            if type(raw) is memoryview and (raw.format != "B" or raw.ndim != 1):
-                raw = raw.cast("B") if raw.c_contiguous else memoryview(raw.tobytes())
-            n = raw.nbytes if type(raw) is memoryview else len(raw)
-            descs.append((t.name, t.datatype, tuple(t.shape), total, n))
-            if n:
-                staged.append((total, n, raw))
-            total += (n + 63) & ~63
-        block = _EMPTY
-        if descs:
-            region, base = self.ep.arena.alloc(total)
-            view = region.view
-            for off, n, raw in staged:
-                view[base + off : base + off + n] = raw
-            block = (region.id, base, total)
-        params = {k: _plain(v) for k, v in resp.parameters.items()} if resp.parameters else {}
-        self._send(BLS_RESULT, cid, final, (None, params, tuple(descs)), *block)
-
-    def _answer_is_cancelled(self, msg: tuple) -> None:
-        """A model's `is_cancelled()`: answered at once from the server's own cancel flag."""
-        _, _, cid, _, (bid, index) = msg
-        batch = self.batches.get(bid)
-        cancelled = batch is not None and batch.requests[index].cancel.cancelled
-        self._send(CALL_RESULT, cid, None, cancelled)
-
-    def _metric_call(self, msg: tuple) -> None:
-        """A custom-metric call: answered at once, in order (call id 0: no answer wanted)."""
-        _, _, cid, op, args = msg
-        try:
-            result = (None, self.metrics.call(op, args))
-        except InferenceError as exc:
-            result = ((int(exc.code), exc.message), None)
-        except (TypeError, ValueError, KeyError) as exc:  # arguments the stub got wrong
-            result = ((int(ErrorCode.INVALID_ARG), str(exc)), None)
-        if cid:
-            self._send(CALL_RESULT, cid, *result)
-
-    async def _control(self, msg: tuple) -> None:
-        _, _, cid, op, args = msg
-        ctx = self.context
-        try:
-            value = None
-            if op == "load_model":
-                name, config, files = args
-                await ctx.load_model(name, config, files)
-            elif op == "unload_model":
-                await ctx.unload_model(*args)
-            elif op == "is_model_ready":
-                value = bool(await ctx.model_ready(*args))
-            else:
-                raise InferenceError.unsupported(f"unknown model control call '{op}'")
-            result = (None, value)
-        except asyncio.CancelledError:
-            raise
-        except InferenceError as exc:
-            result = ((int(exc.code), exc.message), None)
-        except Exception as exc:  # noqa: BLE001
-            result = ((int(ErrorCode.INTERNAL), str(exc)), None)
-        self._send(CALL_RESULT, cid, *result)
-
     # ================================================================ lifecycle ==
 
     def _backpressure(self) -> None:
@@ -715,235 +568,3 @@ class Session:
         self.stub.terminate()
         self.loop.call_later(grace, self.stub.kill)  # a no-op once it has exited
         return True
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, (bool, int, float, str)):
-        return v
-    if hasattr(v, "item"):
-        try:
-            return v.item()
-        except (TypeError, ValueError):
-            pass
-    return str(v)
-
-
-# ==================================================================== instance ==
-
-
-class PythonModelInstance(ModelInstance):
-    """One instance of a Python model: a stub running model.py, restarted if it dies."""
-
-    def __init__(
-        self,
-        *,
-        model: ModelSpec,
-        instance: InstanceSpec,
-        context: BackendContext,
-        settings: Settings,
-        init_config: dict,
-        decoupled: bool,
-        label: str,
-        stubs: Callable[[], StubProcess] | None = None,
-    ) -> None:
-        self.model = model
-        self.instance = instance
-        self.context = context
-        self.settings = settings
-        self.init_config = init_config
-        self.decoupled = decoupled
-        self.label = label
-        self.stubs = stubs  # where fresh stub processes come from (a warm spare, if any)
-        self.session: Session | None = None
-        self.max_inflight = 1
-        self.restarts = 0
-        self.is_async = False
-        self._closed = False
-        self._aborted: InferenceError | None = None  # shutdown ended this instance's work
-        self._launching: Session | None = None  # the session running initialize, if any
-        self._restart: asyncio.Task | None = None
-        self._backoff = 0.0
-        self._next_try = 0.0
-        self.on_close: Callable[["PythonModelInstance"], None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        s = self.session
-        return None if s is None or s.dead else s.pid
-
-    async def start(self, primed: Session | None = None) -> None:
-        self.session = await self._launch(primed)
-
-    async def _launch(self, primed: Session | None = None) -> Session:
-        if primed is not None and not primed.dead:
-            session = primed
-            session.adopt(
-                model_version=str(self.model.version),
-                instance_name=self.instance.name,
-                decoupled=self.decoupled,
-                on_death=self._on_death,
-            )
-        else:
-            session = Session(
-                label=self.label,
-                model_name=self.model.name,
-                model_version=str(self.model.version),
-                instance_name=self.instance.name,
-                context=self.context,
-                settings=self.settings,
-                decoupled=self.decoupled,
-                on_death=self._on_death,
-                stub=self.stubs() if self.stubs is not None else None,
-            )
-        self._launching = session
-        try:
-            info = await session.initialize(self.init_config)
-        except StubDied as exc:
-            session.kill()
-            if session._abort_error is not None:  # shutdown stopped it: say so
-                raise session._abort_error from None
-            raise InferenceError.internal(
-                f"Stub process for model instance '{self.instance.name}' of model '{self.model.name}' "
-                f"died during initialize ({exc})"
-            ) from None
-        except BaseException:
-            session.kill()
-            raise
-        finally:
-            self._launching = None
-        self.is_async = bool(info.get("is_async"))
-        self.max_inflight = self.settings.max_inflight if self.is_async else 1
-        return session
-
-    def _on_death(self, session: Session, how: str) -> None:
-        if session is not self.session or self._closed:
-            return
-        logger.error(
-            "Python stub (pid %d) of model instance '%s' (model '%s') died: %s; restarting it",
-            session.pid,
-            self.instance.name,
-            self.model.name,
-            how,
-        )
-        self._start_restart()
-
-    def _start_restart(self) -> asyncio.Task:
-        if self._restart is None or self._restart.done():
-            self._restart = asyncio.get_running_loop().create_task(self._do_restart())
-        return self._restart
-
-    async def _do_restart(self) -> Session | None:
-        self._next_try = time.monotonic() + self._backoff
-        try:
-            session = await self._launch()
-        except (InferenceError, OSError) as exc:
-            err = exc if isinstance(exc, InferenceError) else InferenceError.internal(str(exc))
-            self._backoff = min(max(self._backoff * 2, 0.5), self.settings.restart_backoff_max)
-            self._next_try = time.monotonic() + self._backoff
-            logger.error("restarting the stub of model instance '%s' failed: %s", self.instance.name, err.message)
-            return None
-        if self._closed:
-            await session.close(self.settings.stub_timeout)
-            return None
-        self.session = session
-        self.restarts += 1
-        self._backoff = 0.0
-        return session
-
-    async def check_ready(self) -> str | None:
-        """Triton 26.01/26.03: not ready while the stub is down (a check starts the restart
-        if its back-off is over, so a model nobody sends requests to comes back too), else
-        what the model's own `is_ready()` says."""
-        session = self.session
-        if session is None or session.dead:
-            if not self._closed and self._aborted is None and time.monotonic() >= self._next_try:
-                self._start_restart()
-            return f"Stub process '{self.instance.name}' is not healthy."
-        if session.readiness is None:
-            return None
-        ready, why = await session.readiness.check()
-        return None if ready else why
-
-    async def _revive(self) -> Session | None:
-        if self._closed or self._aborted is not None:
-            return None
-        if self._restart is not None and not self._restart.done():
-            return await asyncio.shield(self._restart)
-        if time.monotonic() < self._next_try:
-            return None
-        return await asyncio.shield(self._start_restart())
-
-    async def execute(self, requests: Sequence[InferenceRequest], sinks: Sequence[ResponseSink]) -> ExecutionTimes:
-        session = self.session
-        if session is None or session.dead:
-            session = await self._revive()
-            if session is None:
-                # Why the restart failed is in the log (_do_restart).
-                err = self._aborted or InferenceError.internal(
-                    FAILED.format(instance=self.instance.name, message="The stub process has exited unexpectedly.")
-                )
-                now = time.monotonic_ns()
-                for req, sink in zip(requests, sinks):
-                    sink.send(InferenceResponse(self.model.name, str(self.model.version), id=req.id, error=err))
-                return ExecutionTimes(now, now, now, now, True)
-        return await session.execute(requests, sinks)
-
-    def abort(self, error: InferenceError) -> None:
-        self._aborted = error
-        if self._restart is not None and not self._restart.done():
-            self._restart.cancel()
-        for session, doing in ((self.session, "executing"), (self._launching, "initializing")):
-            if session is not None and session.abort(error, _TERM_GRACE_SECS):
-                logger.warning("model instance '%s' (model '%s') was still %s at the exit timeout: stopping "
-                               "its stub (pid %d, SIGTERM, SIGKILL after %gs)", self.instance.name,
-                               self.model.name, doing, session.pid, _TERM_GRACE_SECS)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.on_close is not None:
-            self.on_close(self)
-        if self._restart is not None and not self._restart.done():
-            self._restart.cancel()
-            try:
-                await self._restart
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-        session, self.session = self.session, None
-        if session is not None:
-            await session.close(self.settings.stub_timeout)
-
-
-async def run_auto_complete(
-    *,
-    label: str,
-    model_name: str,
-    context: BackendContext,
-    settings: Settings,
-    config: dict,
-    stub: StubProcess | None = None,
-) -> tuple[str, Session | None]:
-    """Run the model's `auto_complete_config` in a throw-away stub: (the new config JSON,
-    the still-running session if it is primed to serve the first instance, else None)."""
-    session = Session(
-        label=label,
-        model_name=model_name,
-        model_version="",
-        instance_name=f"{model_name} (auto-complete)",
-        context=context,
-        settings=settings,
-        stub=stub,
-    )
-    try:
-        text, primed = await session.auto_complete(config)
-    except StubDied as exc:
-        session.kill("auto-complete failed")
-        raise InferenceError.internal(f"the auto-complete stub of model '{model_name}' died ({exc})") from None
-    except BaseException:
-        session.kill("auto-complete failed")
-        raise
-    if not primed:
-        session.kill("auto-complete done")
-        return text, None
-    return text, session
