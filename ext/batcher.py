@@ -8,42 +8,35 @@ when `[services.models] native_batcher` is on (the default) and it is built.
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 from . import batcher_py
+from .twins import native_module
 
 __all__ = ["NATIVE", "NativeBatchQueue", "queue_class"]
 
-_log = logging.getLogger(__name__)
-
 NativeBatchQueue: Any = None
-if os.environ.get("NAIAD_PURE_PYTHON") != "1":
-    try:
-        from . import _batcher
+_batcher = native_module("_batcher")
+if _batcher is not None:
+    class NativeBatchQueue(_batcher.BatchQueue):  # type: ignore[no-redef]
+        """The native queue with the loop wiring of the twin: its timer thread's
+        eventfd becomes a reader on the loop."""
 
-        class NativeBatchQueue(_batcher.BatchQueue):  # type: ignore[no-redef]
-            """The native queue with the loop wiring of the twin: its timer thread's
-            eventfd becomes a reader on the loop."""
+        _loop: asyncio.AbstractEventLoop | None = None
 
-            _loop: asyncio.AbstractEventLoop | None = None
+        def attach(self, loop: asyncio.AbstractEventLoop, on_ready: Callable[[], None]) -> None:
+            fd = self.fileno()
+            if fd >= 0:
+                loop.add_reader(fd, on_ready)
+                self._loop = loop
 
-            def attach(self, loop: asyncio.AbstractEventLoop, on_ready: Callable[[], None]) -> None:
-                fd = self.fileno()
-                if fd >= 0:
-                    loop.add_reader(fd, on_ready)
-                    self._loop = loop
+        def detach(self) -> None:
+            if self._loop is not None:
+                self._loop.remove_reader(self.fileno())
+                self._loop = None
+            self.stop()
 
-            def detach(self) -> None:
-                if self._loop is not None:
-                    self._loop.remove_reader(self.fileno())
-                    self._loop = None
-                self.stop()
-
-    except ImportError as exc:  # not built (e.g. a source checkout): same API, in Python
-        _log.info("naiad.ext._batcher unavailable (%s); using the Python twin", exc)
 
 NATIVE: bool = NativeBatchQueue is not None
 

@@ -5,23 +5,13 @@
 
 from __future__ import annotations
 
-import logging
-import os
+from .twins import native_module
 
 __all__ = ["NATIVE", "gather", "scatter"]
 
-NATIVE: bool
-if os.environ.get("NAIAD_PURE_PYTHON") == "1":
-    from .batching_py import gather, scatter
-
-    NATIVE = False
+_native = native_module("_batching")
+NATIVE: bool = _native is not None
+if _native is not None:
+    gather, scatter = _native.gather, _native.scatter
 else:
-    try:
-        from ._batching import gather, scatter
-
-        NATIVE = True
-    except ImportError as exc:  # not built (e.g. a source checkout): same API, slower
-        logging.getLogger(__name__).info("naiad.ext._batching unavailable (%s); using numpy twin", exc)
-        from .batching_py import gather, scatter
-
-        NATIVE = False
+    from .batching_py import gather, scatter

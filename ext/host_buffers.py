@@ -18,25 +18,18 @@ import os
 import threading
 from typing import Any
 
+from .twins import native_module
+
 _log = logging.getLogger(__name__)
 
 __all__ = ["NATIVE", "PINNED", "HostBuffer", "HostBufferPool", "default_pool", "default_pool_bytes_in_use", "size_class"]
 
-NATIVE: bool
-if os.environ.get("NAIAD_PURE_PYTHON") == "1":
-    from .host_buffers_py import HostBuffer, HostBufferPool, size_class
-
-    NATIVE = False
+_native = native_module("_host_buffers")
+NATIVE: bool = _native is not None
+if _native is not None:
+    HostBuffer, HostBufferPool, size_class = _native.HostBuffer, _native.HostBufferPool, _native.size_class
 else:
-    try:
-        from ._host_buffers import HostBuffer, HostBufferPool, size_class
-
-        NATIVE = True
-    except ImportError as exc:  # not built (e.g. a source checkout): same API, slower
-        _log.info("naiad.ext._host_buffers unavailable (%s); using the Python twin", exc)
-        from .host_buffers_py import HostBuffer, HostBufferPool, size_class
-
-        NATIVE = False
+    from .host_buffers_py import HostBuffer, HostBufferPool, size_class
 
 DEFAULT_ALIGNMENT = 64  # a cache line; plenty for SIMD loads
 # cudaHostRegister locks whole pages: page-aligned slabs (whose size classes are
