@@ -18,6 +18,7 @@ from typing import Any, Callable, Coroutine
 
 import grpc
 
+from naiad.ext.native_front import NativeFront
 from naiad.kernel.inference.errors import InferenceError
 from naiad.kernel.inference.messages import SubmitInfer
 from naiad.kernel.inference.request_model import build_request
@@ -134,7 +135,7 @@ class _UnarySink(ResponseSink):
                 "model finished the request without a response"))
 
 
-class NativeGrpcServer:
+class NativeGrpcServer(NativeFront):
     """Listens with the native front end and hands its calls to `servicer`. ModelInfer
     takes the task-less path while the servicer says it may (`infer_fast_path`); every
     other call runs as a task under `spawn` (the service's `Service.spawn`), so that a
@@ -142,13 +143,11 @@ class NativeGrpcServer:
 
     def __init__(self, config: GrpcConfig, servicer: Servicer, log: Any, *,
                  spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
+        super().__init__()
         self.config = config
         self.servicer = servicer
         self.log = log
         self.spawn = spawn
-        self.server: Any = None
-        self.port = 0
-        self.tasks: set[asyncio.Task] = set()
         self.streams: dict[int, _StreamCall] = {}
         self.calls: dict[int, asyncio.Task] = {}  # unary calls being answered, by call id
         self.pending: dict[int, InferenceRequest] = {}  # fast-path infer calls, by call id
@@ -157,17 +156,6 @@ class NativeGrpcServer:
         name, req_type, serializer = HEALTH_RPC
         self._handlers[HEALTH_CHECK] = (servicer.handler(name), req_type, serializer, name)
         self._infer = None
-        self._flush_soon = False
-
-    def _flush(self) -> None:
-        self._flush_soon = False
-        self.server.flush()
-
-    def _sent(self) -> None:
-        """A reply was queued: wake the native thread once, at the end of this loop iteration."""
-        if not self._flush_soon:
-            self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush)
 
     async def start(self, key: bytes = b"", cert: bytes = b"", root: bytes | None = None) -> int:
         assert _native is not None
@@ -190,24 +178,11 @@ class NativeGrpcServer:
         return self.port
 
     async def stop(self, grace: float) -> None:
-        server = self.server
-        if server is None:
-            return
-        loop = asyncio.get_running_loop()
         # Open streams finish once their requests are answered (the servicer's drain woke
-        # them); unary calls were drained by the kernel. Wait up to the grace for them.
-        deadline = loop.time() + grace
-        while self.tasks and loop.time() < deadline:
-            await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - loop.time()))
-        # New calls are refused from here; the calls already started are answered (refused
+        # them); unary calls were drained by the kernel: wait up to the grace for them.
+        # Then new calls are refused; the calls already started are answered (refused
         # UNAVAILABLE by now, the loop goes on taking them) rather than cancelled.
-        await loop.run_in_executor(None, server.stop, _LAST_ANSWERS_SECS)
-        loop.remove_reader(server.fileno())
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=1.0)
-        # The Server object stays referenced: events still held by Python point at it.
+        await self._stop_native(grace, _LAST_ANSWERS_SECS)
 
     # ------------------------------------------------------------------ the hand-off --
 

@@ -16,6 +16,8 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from naiad.ext.native_front import NativeFront
+
 from .config import HttpConfig
 from .router import SHUTTING_DOWN, HttpRequest, HttpResponse, Router, error_response
 
@@ -44,32 +46,19 @@ def _headers(response: HttpResponse) -> list[tuple[str, str]] | None:
     return [(k, v) for k, v in headers.items() if k.lower() not in ("content-length", "transfer-encoding")]
 
 
-class NativeHttpServer:
+class NativeHttpServer(NativeFront):
     """`spawn` runs a request's task under its owner (the service's `Service.spawn`), so
     that a task's crash is the service's."""
 
     def __init__(self, config: HttpConfig, router: Router, lifecycle: Any, log: Any, traces: Any = None, *,
                  spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
+        super().__init__()
         self.config = config
         self.spawn = spawn
         self.router = router
         self.lifecycle = lifecycle
         self.log = log
         self.traces = traces
-        self.server: Any = None
-        self.port = 0
-        self.tasks: set[asyncio.Task] = set()
-        self._flush_soon = False
-
-    def _flush(self) -> None:
-        self._flush_soon = False
-        self.server.flush()
-
-    def _sent(self) -> None:
-        """A reply was queued: wake the native writer once, at the end of this loop iteration."""
-        if not self._flush_soon:
-            self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush)
 
     async def start(self) -> int:
         assert _native is not None
@@ -98,19 +87,8 @@ class NativeHttpServer:
         return self.server.connections if self.server is not None else 0
 
     async def stop(self, grace: float = 1.0) -> None:
-        server = self.server
-        if server is None:
-            return
-        loop = asyncio.get_running_loop()
-        if self.tasks:  # the kernel drained the work it counts; streamed replies may remain
-            await asyncio.wait(list(self.tasks), timeout=grace)
-        await loop.run_in_executor(None, server.stop, grace)
-        loop.remove_reader(server.fileno())
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=1.0)
-        # The Server object stays referenced: tasks may still hold its requests.
+        # The kernel drained the work it counts; streamed replies may remain.
+        await self._stop_native(grace, grace)
 
     def _drain(self) -> None:
         spawn = self.spawn
