@@ -22,8 +22,9 @@ from naiad.backends.common.params import auto_complete_enabled, backend_params, 
 from naiad.kernel.inference.backend import Backend, BackendContext, InstanceSpec, ModelInstance, ModelSpec
 
 from .instance import OrtInstance
-from .signature import model_path, read
+from .signature import read
 from naiad.backends.common.autocomplete import completed_copy
+from naiad.backends.common.model_file import model_file
 
 
 class OnnxRuntimeBackend(Backend):
@@ -36,8 +37,7 @@ class OnnxRuntimeBackend(Backend):
         self.settings = backend_params(context.config, self.name)
 
     def _path(self, model_dir: Path, version: int, config: Any) -> Path:
-        filename = config.default_model_filename or self.default_model_filename
-        return model_path(Path(model_dir) / str(version), filename, config.name)
+        return model_file(model_dir, version, config, self.default_model_filename, folder_holds="model.onnx")
 
     async def auto_complete(self, model_dir: Path, version: int, config: Any) -> Any:
         if not auto_complete_enabled(self.settings):

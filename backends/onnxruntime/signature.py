@@ -36,17 +36,6 @@ def _import_onnx() -> Any:
         return None
 
 
-def model_path(version_dir: Path, filename: str, model_name: str) -> Path:
-    """The model file; a folder of that name holds `model.onnx` (Triton's layout for
-    models with external data)."""
-    path = version_dir / filename
-    if path.is_dir():
-        path = path / "model.onnx"
-    if not path.is_file():
-        raise InferenceError.invalid(f"unable to find '{path}' for model '{model_name}'")
-    return path
-
-
 class Signature:
     def __init__(self, inputs: list[TensorSig], outputs: list[TensorSig]) -> None:
         self.inputs = inputs

@@ -24,6 +24,7 @@ from naiad.backends.common.params import auto_complete_enabled, backend_params, 
 from .instance import Caller, TorchInstance
 from .signature import check_arguments, complete_inputs, complete_outputs, import_torch, read_forward
 from naiad.backends.common.autocomplete import completed_copy
+from naiad.backends.common.model_file import model_file
 
 
 class PyTorchBackend(Backend):
@@ -38,10 +39,7 @@ class PyTorchBackend(Backend):
         self._shared_lock = threading.Lock()
 
     def _path(self, model_dir: Path, version: int, config: Any) -> Path:
-        path = Path(model_dir) / str(version) / (config.default_model_filename or self.default_model_filename)
-        if not path.is_file():
-            raise InferenceError.invalid(f"unable to find '{path}' for model '{config.name}'")
-        return path
+        return model_file(model_dir, version, config, self.default_model_filename)
 
     # ------------------------------------------------------------------ auto-complete --
 

@@ -24,6 +24,7 @@ from naiad.kernel.inference.errors import InferenceError
 from . import engine as eng
 from .instance import TrtInstance
 from naiad.backends.common.autocomplete import completed_copy
+from naiad.backends.common.model_file import model_file
 
 log = logging.getLogger("naiad.backends")
 
@@ -39,10 +40,7 @@ class TensorRTBackend(Backend):
         self._plugins_loaded = False
 
     def _path(self, model_dir: Path, version: int, config: Any) -> Path:
-        path = Path(model_dir) / str(version) / (config.default_model_filename or self.default_model_filename)
-        if not path.is_file():
-            raise InferenceError.invalid(f"unable to find '{path}' for model '{config.name}'")
-        return path
+        return model_file(model_dir, version, config, self.default_model_filename)
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
