@@ -14,19 +14,15 @@ from typing import Any
 
 from naiad.backends.common.autocomplete import TensorSig
 from naiad.backends.common.dtypes import ONNX_TO_CONFIG, ORT_TO_CONFIG
+from naiad.backends.common.framework import import_framework
 from naiad.kernel.inference.errors import InferenceError
 
 
 def import_ort() -> Any:
-    try:
-        module = importlib.import_module("onnxruntime")
-    except ImportError as exc:
-        raise InferenceError.unavailable(
-            f"the onnxruntime backend needs the 'onnxruntime' package (pip install 'naiad[onnx]', or "
-            f"onnxruntime-gpu for GPUs): {exc}") from None
-    if not hasattr(module, "InferenceSession"):
-        raise InferenceError.unavailable("the installed 'onnxruntime' package has no InferenceSession")
-    return module
+    return import_framework(
+        "onnxruntime",
+        "the onnxruntime backend needs the 'onnxruntime' package (pip install 'naiad[onnx]', or onnxruntime-gpu for GPUs)",
+        "InferenceSession", "InferenceSession")
 
 
 def _import_onnx() -> Any:

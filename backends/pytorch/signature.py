@@ -14,7 +14,6 @@ libtorch backend does not auto-complete at all. naiad completes what the model a
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from naiad.backends.common.dtypes import config_of_torch, config_value, torch_dtype
+from naiad.backends.common.framework import import_framework
 from naiad.backends.common.io import ModelIO
 from naiad.kernel.inference.errors import InferenceError
 
@@ -29,14 +29,8 @@ log = logging.getLogger("naiad.backends")
 
 
 def import_torch() -> Any:
-    try:
-        torch = importlib.import_module("torch")
-    except ImportError as exc:
-        raise InferenceError.unavailable(
-            f"the pytorch backend needs the 'torch' package (pip install 'naiad[torch]'): {exc}") from None
-    if not hasattr(torch, "jit"):
-        raise InferenceError.unavailable("the installed 'torch' package has no TorchScript (torch.jit)")
-    return torch
+    return import_framework("torch", "the pytorch backend needs the 'torch' package (pip install 'naiad[torch]')",
+                            "jit", "TorchScript (torch.jit)")
 
 
 @dataclass(frozen=True)

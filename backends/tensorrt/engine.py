@@ -10,13 +10,13 @@ so it is tested with stand-ins where TensorRT cannot run.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from naiad.backends.common.autocomplete import TensorSig, ensure_dynamic_batching, fill_io
 from naiad.backends.common.dtypes import TRT_TO_CONFIG
+from naiad.backends.common.framework import import_framework
 from naiad.backends.common.io import ModelIO
 from naiad.kernel.inference.errors import InferenceError
 
@@ -24,15 +24,9 @@ log = logging.getLogger("naiad.backends")
 
 
 def import_trt() -> Any:
-    try:
-        trt = importlib.import_module("tensorrt")
-    except ImportError as exc:
-        raise InferenceError.unavailable(
-            f"the tensorrt backend needs the 'tensorrt' package and cuda-python (pip install 'naiad[tensorrt]'): {exc}"
-        ) from None
-    if not hasattr(trt, "Runtime"):
-        raise InferenceError.unavailable("the installed 'tensorrt' package has no Runtime")
-    return trt
+    return import_framework(
+        "tensorrt", "the tensorrt backend needs the 'tensorrt' package and cuda-python (pip install 'naiad[tensorrt]')",
+        "Runtime", "Runtime")
 
 
 @dataclass(frozen=True)
