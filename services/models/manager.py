@@ -320,13 +320,17 @@ class ModelManager:
                     for key, content in files.items():
                         if not key.startswith("file:"):
                             raise InferenceError.invalid(f"unrecognized load parameter '{key}'")
-                        target = repo.safe_join(model_dir, key[len("file:"):])
                         try:
+                            target = repo.safe_join(model_dir, key[len("file:"):])
                             target.parent.mkdir(parents=True, exist_ok=True)
                             target.write_bytes(content)
-                        except OSError as exc:  # the folder itself, a file where a folder goes, a long name
+                        except (OSError, ValueError) as exc:
+                            # OSError: the folder itself, a file where a folder goes, a long name;
+                            # ValueError: a name the file system cannot take (a lone surrogate).
+                            why = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
+                            shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
                             raise InferenceError.invalid(
-                                f"failed to load '{name}': cannot write '{key}': {exc.strerror}") from None
+                                f"failed to load '{name}': cannot write '{shown}': {why}") from None
                     repository = Path(temp_dir.name)
                 else:
                     location = self.locate(name, namespace)

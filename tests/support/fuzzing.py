@@ -70,6 +70,9 @@ def fuzz_settings(short: int) -> settings:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                HealthCheck.data_too_large, HealthCheck.filter_too_much],
         print_blob=True,
+        # The normal suite replays the same inputs on every run (CI stays repeatable);
+        # `make fuzz` (FUZZ_ENV set) explores new ones each time.
+        derandomize=FUZZ_ENV not in os.environ,
     )
 
 
