@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 from perf import WORKLOADS, parse_perf_csv, perf_analyzer_args  # noqa: E402
 from procs import tree_cpu  # noqa: E402
-from servers import MODELS, Ports, Running, ServerSpec  # noqa: E402
+from servers import Ports, Running, ServerSpec, naiad_argv  # noqa: E402
 
 REPO = peers.REPO
 WORK = peers.BENCH / "work" / "ab"
@@ -61,10 +61,7 @@ def build(rev: str) -> Path:
 
 def spec(label: str, farm: Path) -> ServerSpec:
     def command(ports: Ports, workdir: Path, opts: dict) -> tuple[list[str], dict]:
-        return [sys.executable, "-m", "naiad.kernel.main", "serve", "--model-repository", str(MODELS),
-                f"--http-port={ports.http}", "--http-address=127.0.0.1",
-                f"--grpc-port={ports.grpc}", "--grpc-address=127.0.0.1",
-                f"--metrics-port={ports.metrics}", "--metrics-address=127.0.0.1"], {"PYTHONPATH": str(farm)}
+        return naiad_argv(sys.executable, ports), {"PYTHONPATH": str(farm)}
 
     return ServerSpec(label, "naiad", ("http", "grpc"), command, f"naiad at {label}")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf import WORKLOADS, Workload, parse_perf_csv, perf_analyzer_args  # noqa: E402
-from servers import MODELS, Ports, Running, ServerSpec  # noqa: E402
+from servers import MODELS, Ports, Running, ServerSpec, naiad_argv  # noqa: E402
 
 TORCH_GPU = Workload("torch_gpu", "torch_gpu_affine", "INPUT__0:1024", 1024,
                      description="TorchScript affine FP32 1x1024 on KIND_GPU x2, dynamic batching")
@@ -57,10 +57,7 @@ def build_repository(root: Path, with_torch: bool) -> Path:
 
 def naiad_spec(repo: Path) -> ServerSpec:
     def command(ports: Ports, workdir: Path, opts: dict) -> tuple[list[str], dict]:
-        return [sys.executable, "-m", "naiad.kernel.main", "serve", "--model-repository", str(repo),
-                f"--http-port={ports.http}", "--http-address=127.0.0.1",
-                f"--grpc-port={ports.grpc}", "--grpc-address=127.0.0.1",
-                f"--metrics-port={ports.metrics}", "--metrics-address=127.0.0.1"], {}
+        return naiad_argv(sys.executable, ports, repo), {}
 
     return ServerSpec("naiad", "naiad", ("http", "grpc"), command, "naiad serve")
 
@@ -86,6 +83,10 @@ def measure(server: Running, binary: str, workload: Workload, protocol: str, con
     row = parse_perf_csv(csv_path.read_text())[0]
     row.pop("raw", None)
     return row
+
+
+def fmt(value: object, scale: float = 1.0) -> str:
+    return f"{value / scale:,.1f}" if isinstance(value, (int, float)) else "-"
 
 
 def main() -> int:
@@ -133,9 +134,6 @@ def main() -> int:
             continue
         t = by_key.get(("triton", workload, protocol, c), {})
         ratio = (r.get("throughput") or 0) / t["throughput"] if t.get("throughput") else None
-
-        def fmt(v, scale=1.0):
-            return f"{v / scale:,.1f}" if isinstance(v, (int, float)) else "-"
         print(f"| {workload} | {protocol} | {c} | {fmt(r.get('throughput'))} | {fmt(r.get('p99_us'), 1e3)} | "
               f"{fmt(t.get('throughput'))} | {fmt(t.get('p99_us'), 1e3)} | {'-' if ratio is None else f'{ratio:.2f}x'} |")
     return 0

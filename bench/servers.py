@@ -138,14 +138,16 @@ class Running:
 # ---------------------------------------------------------------------------------------------
 # The servers
 
-def _naiad(ports: Ports, workdir: Path, opts: dict) -> tuple[list[str], dict]:
-    py = str(REPO / ".venv" / "bin" / "python")
-    argv = [py, "-m", "naiad.kernel.main", "serve", "--model-repository", str(MODELS),
+def naiad_argv(python: str, ports: Ports, models: Path = MODELS) -> list[str]:
+    """`naiad serve` on loopback with `ports`, serving `models`, run by `python`."""
+    return [python, "-m", "naiad.kernel.main", "serve", "--model-repository", str(models),
             f"--http-port={ports.http}", "--http-address=127.0.0.1",
             f"--grpc-port={ports.grpc}", "--grpc-address=127.0.0.1",
             f"--metrics-port={ports.metrics}", "--metrics-address=127.0.0.1"]
-    argv += opts.get("naiad_flags", [])
-    return argv, {}
+
+
+def _naiad(ports: Ports, workdir: Path, opts: dict) -> tuple[list[str], dict]:
+    return naiad_argv(str(REPO / ".venv" / "bin" / "python"), ports) + opts.get("naiad_flags", []), {}
 
 
 def _triton(ports: Ports, workdir: Path, opts: dict) -> tuple[list[str], dict]:
