@@ -10,7 +10,7 @@ receives its responses, for decoupled models and streams.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..messages import Event, Request
 from .stats import ModelStatistics
@@ -37,6 +37,25 @@ class SubmitInfer(Request[None]):
     request: InferenceRequest
     sink: ResponseSink
     unary: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class WatchLanes(Request[None]):
+    """A native front end asks to hear of the models' native lanes (ext/frontend/lane.h):
+    `on_change(model, version, lane)` is called at once for every open lane, then at
+    every change, on the event loop. `version` "" is the model's default version (a URL
+    or request that names none); `lane` is the capsule to hand the front end, or None
+    when the lane closed. `owner` names the watcher (for `UnwatchLanes`)."""
+
+    owner: str
+    on_change: Callable[[str, str, Any], None]
+
+
+@dataclass(slots=True, frozen=True)
+class UnwatchLanes(Request[None]):
+    """Stop telling `owner` of lanes (its front end is stopping)."""
+
+    owner: str
 
 
 # ------------------------------------------------------------------ metadata --
