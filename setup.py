@@ -145,7 +145,7 @@ def _extensions() -> list[Extension]:
             Extension(
                 f"naiad.ext.{cpp.stem}",
                 [str(cpp.relative_to(ROOT))],
-                include_dirs=[pybind11.get_include()],
+                include_dirs=[pybind11.get_include(), str(ROOT / "ext")],
                 language="c++",
                 extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"],
             )

@@ -27,6 +27,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "frontend/lane.h"
+#include "lane/batch.h"
+
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -39,6 +42,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -67,6 +71,28 @@ struct Entry {
     int64_t deadline_ns;  // 0 = none
 };
 
+class BatchQueue;
+
+// The Lane a queue publishes to the front ends (frontend/lane.h). Front ends hold it by
+// shared_ptr and the queue may go first, so every call checks, under the hub's mutex,
+// that the queue is still attached (detach() is called when the lane closes).
+class LaneHub final : public naiad_lane::Lane {
+public:
+    LaneHub(BatchQueue* q, std::shared_ptr<const naiad_lane::Schema> schema) : q_(q), schema_(std::move(schema)) {}
+    const naiad_lane::Schema& schema() const override { return *schema_; }
+    bool submit(std::unique_ptr<naiad_lane::Request>& req) override;
+    void flush() override;
+    void detach() {
+        std::lock_guard<std::mutex> lock(mu_);
+        q_ = nullptr;
+    }
+
+private:
+    std::mutex mu_;
+    BatchQueue* q_;
+    std::shared_ptr<const naiad_lane::Schema> schema_;
+};
+
 class BatchQueue {
 public:
     BatchQueue(bool dynamic, int64_t max_batch_size, std::vector<int64_t> preferred, int64_t delay_ns, int levels,
@@ -85,14 +111,101 @@ public:
             any_timeouts_ = any_timeouts_ || timeout > 0;
         }
         queues_.resize(levels_);
-        if (delay_ns_ > 0 || any_timeouts_) {
-            efd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-            if (efd_ < 0) throw py::error_already_set();
-            timer_ = std::thread([this] { timer_loop(); });
-        }
+        // The eventfd also carries the batches that lane submits (front-end threads) form.
+        efd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (efd_ < 0) throw py::error_already_set();
+        if (delay_ns_ > 0 || any_timeouts_) timer_ = std::thread([this] { timer_loop(); });
     }
 
-    ~BatchQueue() { stop(); }
+    ~BatchQueue() {
+        close_lane();
+        stop();
+        // Lane requests still queued: their clients are answered, not left waiting.
+        naiad_lane::Result res;
+        res.error = naiad_lane::kUnavailable;
+        res.message = "the model's queue was destroyed";
+        for (auto& [h, r] : lane_reqs_) r->complete(res);
+    }
+
+    static constexpr int64_t kLaneBase = int64_t(1) << 62;   // lane handles: kLaneBase + n
+    static constexpr int64_t kLaneKeyBit = int64_t(1) << 61; // lane shape keys never meet Python's
+
+    static bool is_lane(int64_t handle) { return handle >= kLaneBase; }
+
+    // A front end's thread: queue a lane request at the default priority level. False
+    // (declined, `req` untouched) when the queue is closing or the level is full.
+    bool lane_push(std::unique_ptr<naiad_lane::Request>& req) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (closing_ || stopping_) return false;
+        const Policy& policy = policies_[default_level_ - 1];
+        auto& q = queues_[default_level_ - 1];
+        if (policy.max_queue_size && static_cast<int64_t>(q.size()) >= policy.max_queue_size) return false;
+        int64_t enqueue_ns = now_ns();
+        int64_t deadline = policy.default_timeout_us ? enqueue_ns + policy.default_timeout_us * 1000 : 0;
+        int64_t handle = kLaneBase + next_lane_++;
+        int64_t key = kLaneKeyBit | (req->shape_key & (kLaneKeyBit - 1));
+        q.push_back(Entry{handle, req->batch_size, dynamic_ ? key : 0, enqueue_ns, deadline});
+        ++size_;
+        lane_reqs_.emplace(handle, std::move(req));
+        if (deadline && (!due_ || deadline < due_)) {
+            due_ = deadline;
+            if (!timer_target_ || deadline < timer_target_) cv_.notify_one();
+        }
+        return true;
+    }
+
+    // A front end's thread, after a burst of lane_push: if workers wait, decide now and
+    // wake Python once for the batches formed.
+    void lane_flush() {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (wants_ <= 0 || size_ == 0 || stopping_ || efd_ < 0) return;
+        decide(now_ns());
+        if ((!ready_.empty() || !expired_.empty()) && !signalled_) {
+            signalled_ = true;
+            uint64_t one = 1;
+            ssize_t r = ::write(efd_, &one, sizeof one);
+            (void)r;
+        }
+        if (due_ && (!timer_target_ || due_ < timer_target_)) cv_.notify_one();
+    }
+
+    // The lane requests behind `handles` (all lane handles), taken out of the queue's keeping.
+    std::vector<std::unique_ptr<naiad_lane::Request>> take_lane(const std::vector<int64_t>& handles) {
+        std::vector<std::unique_ptr<naiad_lane::Request>> out;
+        out.reserve(handles.size());
+        std::lock_guard<std::mutex> lock(mu_);
+        for (int64_t h : handles) {
+            auto it = lane_reqs_.find(h);
+            if (it == lane_reqs_.end()) throw py::key_error("no lane request " + std::to_string(h));
+            out.push_back(std::move(it->second));
+            lane_reqs_.erase(it);
+        }
+        return out;
+    }
+
+    // Publish a lane for this queue; the capsule goes to the front ends.
+    std::shared_ptr<naiad_lane::Lane> open_lane(std::shared_ptr<const naiad_lane::Schema> schema) {
+        close_lane();
+        lane_schema_ = schema;
+        hub_ = std::make_shared<LaneHub>(this, std::move(schema));
+        return hub_;
+    }
+
+    // Front ends decline from now on; lane requests already queued still run.
+    void close_lane() {
+        if (hub_) hub_->detach();
+        hub_.reset();
+    }
+
+    bool lane_open() const { return hub_ != nullptr; }
+
+    // The schema of the lane (kept after it closes, for the requests still queued).
+    std::shared_ptr<const naiad_lane::Schema> lane_schema() const { return lane_schema_; }
+
+    int64_t lane_queued() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return static_cast<int64_t>(lane_reqs_.size());
+    }
 
     BatchQueue(const BatchQueue&) = delete;
     BatchQueue& operator=(const BatchQueue&) = delete;
@@ -168,6 +281,7 @@ public:
             cv_.notify_one();
         }
         if (timer_.joinable()) timer_.join();
+        std::lock_guard<std::mutex> lock(mu_);  // (lane_flush writes it from other threads)
         if (efd_ >= 0) ::close(efd_);
         efd_ = -1;
     }
@@ -340,7 +454,46 @@ private:
     std::vector<int64_t> expired_;
     int efd_ = -1;
     std::thread timer_;
+    std::unordered_map<int64_t, std::unique_ptr<naiad_lane::Request>> lane_reqs_;
+    int64_t next_lane_ = 0;
+    std::shared_ptr<LaneHub> hub_;  // (Python's thread only)
+    std::shared_ptr<const naiad_lane::Schema> lane_schema_;
 };
+
+bool LaneHub::submit(std::unique_ptr<naiad_lane::Request>& req) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return q_ != nullptr && q_->lane_push(req);
+}
+
+void LaneHub::flush() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (q_ != nullptr) q_->lane_flush();
+}
+
+// schema: (model, version, max_batch_size, [(name, datatype, dims, elem_size, optional)], [outputs])
+py::capsule open_lane(BatchQueue& q, py::tuple spec) {
+    auto schema = std::make_shared<naiad_lane::Schema>();
+    schema->model = spec[0].cast<std::string>();
+    schema->version = spec[1].cast<std::string>();
+    schema->max_batch_size = spec[2].cast<int64_t>();
+    for (auto item : spec[3].cast<py::list>()) {
+        py::tuple t = item.cast<py::tuple>();
+        naiad_lane::InputSpec in;
+        in.name = t[0].cast<std::string>();
+        in.datatype = t[1].cast<std::string>();
+        in.dims = t[2].cast<std::vector<int64_t>>();
+        in.elem_size = t[3].cast<int64_t>();
+        in.optional = t[4].cast<bool>();
+        if (in.elem_size <= 0) throw py::value_error("input '" + in.name + "' has no fixed element size");
+        schema->inputs.push_back(std::move(in));
+    }
+    if (schema->inputs.empty() || schema->inputs.size() > 64) throw py::value_error("a lane needs 1..64 inputs");
+    schema->outputs = spec[4].cast<std::vector<std::string>>();
+    auto* held = new std::shared_ptr<naiad_lane::Lane>(q.open_lane(std::move(schema)));
+    return py::capsule(held, naiad_lane::kCapsuleName, [](PyObject* cap) {
+        delete static_cast<std::shared_ptr<naiad_lane::Lane>*>(PyCapsule_GetPointer(cap, naiad_lane::kCapsuleName));
+    });
+}
 
 // The queue inside a BatchQueue instance (nullptr with TypeError before __init__).
 BatchQueue* queue_of(PyObject* self) {
@@ -433,12 +586,38 @@ PYBIND11_MODULE(_batcher, m) {
                       std::vector<std::tuple<bool, int64_t, bool, int64_t>>>(),
              py::arg("dynamic"), py::arg("max_batch_size"), py::arg("preferred"), py::arg("delay_ns"),
              py::arg("levels"), py::arg("default_level"), py::arg("policies"))
-        .def("close", &BatchQueue::close)
+        .def("close", [](BatchQueue& q) {
+            q.close_lane();  // front ends decline from now on; what is queued still runs
+            q.close();
+        })
+        .def("open_lane", &open_lane, py::arg("schema"),
+             "publish a lane for this queue (frontend/lane.h): a capsule for the front ends")
+        .def("close_lane", &BatchQueue::close_lane)
+        .def_property_readonly("lane_open", &BatchQueue::lane_open)
+        .def("take_lane", [](BatchQueue& q, const std::vector<int64_t>& handles) {
+            return std::make_unique<naiad_lane::LaneBatch>(q.lane_schema(), q.take_lane(handles));
+        }, "the lane requests behind `handles` (one batch) as a LaneBatch")
+        .def_property_readonly("lane_queued", &BatchQueue::lane_queued)
         .def("take_all", &BatchQueue::take_all)
-        .def("stop", &BatchQueue::stop, py::call_guard<py::gil_scoped_release>())
+        .def("stop", [](BatchQueue& q) {
+            q.close_lane();
+            py::gil_scoped_release nogil;
+            q.stop();
+        })
         .def("fileno", &BatchQueue::fileno)
         .def_property_readonly("size", &BatchQueue::size)
         .def_property_readonly("wants", &BatchQueue::wants);
+    cls.attr("LANE_BASE") = py::int_(BatchQueue::kLaneBase);
+    py::class_<naiad_lane::LaneBatch>(m, "LaneBatch",
+                                      "lane requests forming one batch (lane/batch.h): Python meets them once")
+        .def("__len__", &naiad_lane::LaneBatch::size)
+        .def_property_readonly("batch_size", &naiad_lane::LaneBatch::batch_size)
+        .def("waited_ns", &naiad_lane::LaneBatch::waited_ns, py::arg("now"))
+        .def("layout", &naiad_lane::LaneBatch::layout)
+        .def("copy_into", &naiad_lane::LaneBatch::copy_into, py::arg("view"), py::arg("base"))
+        .def("complete", &naiad_lane::LaneBatch::complete, py::arg("rds"), py::arg("block"),
+             py::arg("reschedule_error"))
+        .def("fail", &naiad_lane::LaneBatch::fail, py::arg("code"), py::arg("message"));
     for (PyMethodDef* def : {&push_def, &pump_def}) {
         PyObject* method = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def);
         if (method == nullptr || PyObject_SetAttrString(cls.ptr(), def->ml_name, method) < 0) {
