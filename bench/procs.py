@@ -46,6 +46,7 @@ class CpuSample:
     client: float
     system: float
     server_by_pid: dict | None = None    # pid -> user+system seconds, for the per-process split
+    server_main_thread: float = 0.0      # the server process's main thread (naiad: the Python event loop)
 
 
 class CpuMeter:
@@ -62,7 +63,18 @@ class CpuMeter:
         return CpuSample(
             time.monotonic(), server,
             tree_cpu(self.client_pid, self._client_seen) if self.client_pid else 0.0,
-            system_busy(), dict(self._server_seen))
+            system_busy(), dict(self._server_seen), main_thread_cpu(self.server_pid))
+
+
+def main_thread_cpu(pid: int) -> float:
+    """user+system seconds of `pid`'s main thread (its thread id is the pid)."""
+    try:
+        for t in psutil.Process(pid).threads():
+            if t.id == pid:
+                return t.user_time + t.system_time
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+    return 0.0
 
 
 def process_label(pid: int) -> str:
@@ -81,17 +93,24 @@ def process_label(pid: int) -> str:
     return first
 
 
-def split_by_process(a: CpuSample, b: CpuSample) -> dict[str, float]:
-    """CPU seconds per process label between two samples (processes with one label summed)."""
+def split_by_process(a: CpuSample, b: CpuSample, root: int | None = None) -> dict[str, float]:
+    """CPU seconds per process label between two samples (processes with one label summed).
+    The `root` process is split into its main thread (naiad's Python event loop) and its
+    other threads (naiad's native front ends and batch timers)."""
     out: dict[str, float] = {}
     for pid, t in (b.server_by_pid or {}).items():
         d = t - (a.server_by_pid or {}).get(pid, 0.0)
         label = process_label(pid)
+        if pid == root:
+            main = max(b.server_main_thread - a.server_main_thread, 0.0)
+            out[f"{label} [main thread]"] = out.get(f"{label} [main thread]", 0.0) + main
+            label = f"{label} [other threads]"
+            d = max(d - main, 0.0)
         out[label] = out.get(label, 0.0) + d
     return out
 
 
-def cpu_between(a: CpuSample, b: CpuSample) -> dict:
+def cpu_between(a: CpuSample, b: CpuSample, root: int | None = None) -> dict:
     """Cores used on average between two samples by the server, the client and everything else."""
     dt = max(b.at - a.at, 1e-9)
     server = b.server - a.server
@@ -100,7 +119,7 @@ def cpu_between(a: CpuSample, b: CpuSample) -> dict:
     return {"span_s": dt, "server_cpu_s": server, "client_cpu_s": client, "system_cpu_s": system,
             "server_cores": server / dt, "client_cores": client / dt,
             "other_cores": max(system - server - client, 0.0) / dt,
-            "server_cores_by_process": {k: v / dt for k, v in split_by_process(a, b).items()}}
+            "server_cores_by_process": {k: v / dt for k, v in split_by_process(a, b, root).items()}}
 
 
 def other_load(exclude_pids: list[int], seconds: float = 0.5) -> float:

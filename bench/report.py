@@ -177,7 +177,8 @@ def all_rows_table(rows: list[dict]) -> list[str]:
 
 
 def split_table(rows: list[dict]) -> list[str]:
-    """Server CPU per inference split by process (server, stubs, workers), for multi-process servers."""
+    """Server CPU per inference split by process (server, stubs, workers) and, for the server process,
+    by thread: its main thread (naiad: the Python event loop) and the others (naiad: native threads)."""
     out = ["| server | workload | protocol | c | CPU/inf by process |", "| --- | --- | --- | ---: | --- |"]
     any_row = False
     for r in rows:
@@ -228,7 +229,7 @@ def render_markdown(results: dict) -> str:
         lines += ["## Where naiad spends its time (py-spy)", "", prof.get("summary_md", ""), ""]
     t = split_table(rows)
     if t:
-        lines += ["## Server CPU per inference by process", ""] + t + [""]
+        lines += ["## Server CPU per inference by process and thread", ""] + t + [""]
     if rows:
         lines += ["## All measurements", ""] + all_rows_table(rows) + [""]
     errors = [f"- {n}: {s['error'].splitlines()[0]}" for n, s in servers.items() if s.get("error")]

@@ -178,7 +178,7 @@ class Bench:
                            f"from the windows it reported, no percentiles")
             if len(ordered) >= 2:
                 span_tput = sum(passes[k][1] for k in ordered[1:]) / (len(ordered) - 1)
-                row.update(cpu_fields(procs.cpu_between(passes[ordered[0]][0], passes[ordered[-1]][0]), span_tput))
+                row.update(cpu_fields(procs.cpu_between(passes[ordered[0]][0], passes[ordered[-1]][0], running.pid), span_tput))
             return row
         if rc != 0 or not parsed:
             row["error"] = f"perf_analyzer exit {rc}: " + " ".join(text.strip().splitlines()[-3:])[-400:]
@@ -192,7 +192,7 @@ class Bench:
         else:   # no pass lines seen: the whole run
             a, b = start, meter.sample()
             span_tput = row["throughput"]
-        cpu = procs.cpu_between(a, b)
+        cpu = procs.cpu_between(a, b, running.pid)
         row.update(cpu_fields(cpu, span_tput))
         return row
 
@@ -237,7 +237,7 @@ class Bench:
         row.update(parsed)
         if parsed.get("errors"):
             row["error"] = f"{parsed['errors']} failed requests"
-        row.update(cpu_fields(procs.cpu_between(a, b), parsed["throughput"]))
+        row.update(cpu_fields(procs.cpu_between(a, b, running.pid), parsed["throughput"]))
         return row
 
     # -----------------------------------------------------------------------------------------
