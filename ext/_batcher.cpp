@@ -617,7 +617,8 @@ PYBIND11_MODULE(_batcher, m) {
         .def("copy_into", &naiad_lane::LaneBatch::copy_into, py::arg("view"), py::arg("base"))
         .def("complete", &naiad_lane::LaneBatch::complete, py::arg("rds"), py::arg("block"),
              py::arg("reschedule_error"))
-        .def("fail", &naiad_lane::LaneBatch::fail, py::arg("code"), py::arg("message"));
+        .def("fail", &naiad_lane::LaneBatch::fail_all, py::arg("code"), py::arg("message"),
+             "answer every request with this error: (0, 0, failed, their ns, [ms per request])");
     for (PyMethodDef* def : {&push_def, &pump_def}) {
         PyObject* method = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def);
         if (method == nullptr || PyObject_SetAttrString(cls.ptr(), def->ml_name, method) < 0) {

@@ -169,8 +169,8 @@ class LaneBatch {
   }
 
   // Answer every request still here with one error (the execution failed as a whole, the
-  // stub died, the model is unloading). Returns how many it answered.
-  size_t fail(int code, const std::string& message) {
+  // stub died, the model is unloading). Returns (answered, their total ns). Needs no GIL.
+  std::pair<int64_t, int64_t> fail(int code, const std::string& message) {
     Result res;
     res.error = code;
     res.message = message;
@@ -178,15 +178,29 @@ class LaneBatch {
       res.model = schema_->model;
       res.version = schema_->version;
     }
-    size_t n = 0;
+    int64_t n = 0, ns = 0;
+    const int64_t now = mono_ns();
     for (auto& r : reqs_) {
       if (!r) continue;
+      ns += now - r->arrival_ns;
       r->complete(res);
       r.reset();
       ++n;
     }
     reqs_.clear();
-    return n;
+    return {n, ns};
+  }
+
+  // fail() for Python: the tuple complete() returns.
+  py::tuple fail_all(int code, const std::string& message) {
+    std::vector<int64_t> ms;
+    const int64_t now = mono_ns();
+    for (auto& r : reqs_)
+      if (r) ms.push_back((now - r->arrival_ns) / 1000000);
+    auto [n, ns] = fail(code, message);
+    py::list out(ms.size());
+    for (size_t i = 0; i < ms.size(); ++i) out[i] = py::int_(ms[i]);
+    return py::make_tuple(0, 0, n, ns, std::move(out));
   }
 
  private:

@@ -144,6 +144,33 @@ class StatsRecorder:
             if add_compute is not None:
                 add_compute(ci, cf, co)
 
+    def lane_executed(self, times: ExecutionTimes, batch_size: int, count: int, queue_ns: int,
+                      summary: tuple[int, int, int, int, list[int]]) -> None:
+        """One execution of `count` lane requests (ext/lane/batch.h), counted as `executed`
+        and `request_done` count a Python batch: `summary` is (succeeded, their total ns,
+        failed, their total ns, [ms to the answer, per request]); `queue_ns` the requests'
+        total queue time. A failed request counts as answered by its model (BACKEND)."""
+        ok, ok_ns, failed, failed_ns, first_ms = summary
+        ci = times.compute_input_end - times.compute_start
+        cf = times.compute_output_start - times.compute_input_end
+        co = times.compute_end - times.compute_output_start
+        if not times.failed:
+            self._batch(batch_size, ci, cf, co)
+            if ok:
+                # (per-request batch sizes stay native: when some failed, count them pro rata)
+                share = batch_size if ok == count else max(ok, batch_size * ok // count)
+                self._request(share, queue_ns * ok // count, ci * ok, cf * ok, co * ok, ok)
+        s = self.stats
+        if ok:
+            s.inference_stats.success.add(ok_ns, ok)
+        if failed:
+            s.inference_stats.fail.add(failed_ns, failed)
+            s.failures_by_reason["BACKEND"] = s.failures_by_reason.get("BACKEND", 0) + failed
+        bounds, counts = s.first_response_bounds, s.first_response_counts
+        for ms in first_ms:
+            s.first_response_sum_ms += ms
+            counts[bisect.bisect_left(bounds, ms)] += 1
+
     def add_execution(self, batch_size: int, request_count: int, queue_ns_total: int, ci: int, cf: int,
                       co: int) -> None:
         """An execution of `request_count` successful requests with these compute input /

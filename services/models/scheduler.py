@@ -25,11 +25,13 @@ from typing import Any, Awaitable, Callable, Sequence
 from naiad.ext.batcher import queue_class
 from naiad.ext.batcher_py import BatchQueue
 from naiad.kernel.inference.backend import ModelInstance
-from naiad.kernel.inference.errors import InferenceError
+from naiad.kernel.inference.errors import ErrorCode, InferenceError
 from naiad.kernel.inference.types import InferenceRequest, ResponseSink
 
 from .execution import execute_batch
 from .recorder import AnswerWatch, Ran, Skipped, StatsRecorder
+
+_LANE_BASE: int = getattr(queue_class(True), "LANE_BASE", 1 << 62)  # lane handles start here (ext/_batcher)
 
 log = logging.getLogger("naiad.services.models")
 
@@ -132,6 +134,26 @@ class Scheduler:
         self._running = 0  # batches handed to a worker and not finished
         self._closing = False
         self._drained: asyncio.Event | None = None
+        self.lane: Any = None  # the capsule of this queue's native lane, while open
+
+    # ------------------------------------------------------------------ lanes --
+
+    def open_lane(self, schema: tuple) -> Any:
+        """Publish a native lane on this queue (ext/frontend/lane.h) for `schema`: the
+        capsule front ends submit plain requests to, or None when the queue is the Python
+        twin (lanes need the native queue)."""
+        if not self.native or self._closing:
+            return None
+        self.lane = self._queue.open_lane(schema)
+        return self.lane
+
+    def close_lane(self) -> None:
+        if self.lane is not None:
+            self._queue.close_lane()
+            self.lane = None
+
+    def _lane_batch(self, handles: list[int]) -> Any:
+        return self._queue.take_lane(handles)
 
     @property
     def size(self) -> int:
@@ -151,10 +173,11 @@ class Scheduler:
     async def drain_and_stop(self, timeout: float | None = None) -> None:
         """Finish everything queued and running, then stop the workers."""
         self._closing = True
-        self._queue.close()
+        self.lane = None
+        self._queue.close()  # (closes the lane too: front ends decline from now on)
         self._wake_all()
         self._decide()
-        if self._pending or self._orphans or self._running:
+        if self._queued() or self._orphans or self._running:
             self._drained = asyncio.Event()
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)
@@ -193,10 +216,16 @@ class Scheduler:
         await asyncio.gather(*(close(inst) for inst in instances))
 
     def fail_all(self, error: InferenceError) -> None:
+        lane = []
         for h in self._queue.take_all():
+            if h >= _LANE_BASE:
+                lane.append(h)
+                continue
             p = self._pending.pop(h)
             self.recorder.dequeued()
             p.sink.finish(error)
+        if lane:
+            self._lane_batch(lane).fail(int(error.code), error.message)
         while self._orphans:
             batch = self._orphans.popleft()
             self._running -= 1
@@ -255,14 +284,23 @@ class Scheduler:
         self._decide_soon = False
         batches, expired = self._queue.pump(len(self._idle) + caller)
         pending = self._pending
+        lane_expired = None
         for h in expired:
+            if h >= _LANE_BASE:
+                (lane_expired := lane_expired or []).append(h)
+                continue
             p = pending.pop(h)
             self.recorder.dequeued()
             p.sink.finish(Skipped.unavailable("Request timeout expired"))
+        if lane_expired:
+            self._lane_batch(lane_expired).fail(int(ErrorCode.UNAVAILABLE), "Request timeout expired")
         mine = None
         for handles in batches:
-            batch = [pending.pop(h) for h in handles]
-            self.recorder.dequeued(len(batch))
+            if handles[0] >= _LANE_BASE:  # a batch is all lane requests or none (ext/_batcher shape keys)
+                batch: Any = self._lane_batch(handles)
+            else:
+                batch = [pending.pop(h) for h in handles]
+                self.recorder.dequeued(len(batch))
             self._running += 1
             if caller and mine is None:
                 mine = batch
@@ -284,7 +322,7 @@ class Scheduler:
         first = False  # woken to decide this turn: it was the longest idle, so it stays first in line
         while True:
             leaving = bool(removed) and id(instance) in removed
-            if leaving or self._orphans or (self._closing and not self._pending):
+            if leaving or self._orphans or (self._closing and not self._queued()):
                 if first:
                     self._decide()  # the decision it was woken for, for the other workers
                 if leaving:
@@ -315,14 +353,21 @@ class Scheduler:
             if batch is not None and not first:
                 return batch
 
-    def _fail_batch(self, batch: list[Pending], error: InferenceError) -> None:
+    def _fail_batch(self, batch: Any, error: InferenceError) -> None:
         self._running -= 1
-        for p in batch:
-            p.sink.finish(error)
+        if isinstance(batch, list):
+            for p in batch:
+                p.sink.finish(error)
+        else:
+            batch.fail(int(error.code), error.message)
         self._check_drained()
 
+    def _queued(self) -> bool:
+        """Requests wait in the queue (Python's or lane requests)."""
+        return bool(self._pending) or (self.native and self._queue.lane_queued > 0)
+
     def _check_drained(self) -> None:
-        if self._drained is not None and not self._pending and not self._orphans and self._running == 0:
+        if self._drained is not None and not self._queued() and not self._orphans and self._running == 0:
             self._drained.set()
 
     # ------------------------------------------------------------------ execution --
@@ -334,7 +379,10 @@ class Scheduler:
                 return
             await self._run(instance, batch)
 
-    async def _run(self, instance: ModelInstance, batch: list[Pending]) -> None:
+    async def _run(self, instance: ModelInstance, batch: Any) -> None:
+        if not isinstance(batch, list):
+            await self._run_lane(instance, batch)
+            return
         now = time.monotonic_ns()
         requests = [p.request for p in batch]
         sinks = [p.sink for p in batch]
@@ -365,6 +413,21 @@ class Scheduler:
                     trace.stamp("COMPUTE_OUTPUT_START", times.compute_output_start)
                     trace.stamp("COMPUTE_END", times.compute_end)
                     trace.not_before("REQUEST_END", times.compute_end)
+        finally:
+            self._running -= 1
+            self._check_drained()
+
+    async def _run_lane(self, instance: Any, lane_batch: Any) -> None:
+        """A batch of lane requests: they are answered natively; the statistics count it
+        as `executed` counts a Python batch."""
+        queue_ns = lane_batch.waited_ns(time.monotonic_ns())
+        batch_size, count = lane_batch.batch_size, len(lane_batch)
+        try:
+            times, summary = await instance.execute_lane(lane_batch)
+            self.recorder.lane_executed(times, batch_size, count, queue_ns, summary)
+        except Exception as exc:  # a bug: the clients still get an answer
+            log.exception("model '%s' version %d: lane execution failed", self.model_name, self.version)
+            lane_batch.fail(int(ErrorCode.INTERNAL), f"lane execution failed: {exc}")
         finally:
             self._running -= 1
             self._check_drained()

@@ -34,6 +34,7 @@ from naiad.kernel.service import Service
 from naiad.kernel.version import TRITON_COMPATIBLE_VERSION
 
 from . import composing
+from .lanes import Lanes
 from .lifecycle import LoadedVersion
 from .manager import ModelManager
 from .shm import SharedMemoryRegistry
@@ -68,33 +69,35 @@ class _StreamSink(ResponseSink):
     the request ends. Every entry (awaited, submitted, streamed) goes through it, so the
     statistics count a request the same way whichever protocol or path brought it.
 
-    `unary`: the request owes exactly one response, so ending without one is a failure
-    (a decoupled request may end with only the final flag, which is a success)."""
+    The statistics record the model's answer, as Triton's core does (its backends report
+    them): a classification or shared-memory write that fails after the model answered
+    fails the reply, not the request's count (Triton classifies in its front ends, after
+    the request was counted). A request of a non-decoupled model owes one response, so
+    ending without one is a failure, whichever entry brought it; a decoupled one may end
+    with only the final flag, a success."""
 
-    __slots__ = ("inner", "service", "lv", "request", "unary", "answered")
+    __slots__ = ("inner", "service", "lv", "request", "answered")
 
-    def __init__(self, inner: ResponseSink, service: "ModelService", lv: LoadedVersion, request: InferenceRequest,
-                 unary: bool = False):
+    def __init__(self, inner: ResponseSink, service: "ModelService", lv: LoadedVersion,
+                 request: InferenceRequest) -> None:
         self.inner = inner
         self.service = service
         self.lv = lv
         self.request = request
-        self.unary = unary
         self.answered = False
 
     def send(self, response: InferenceResponse) -> None:
         if not self.answered:
             self.answered = True
             self.lv.recorder.first_response(self.request.arrival_ns)
-        reason = "BACKEND"  # an error the model answered with
+        if response.final:
+            self.lv.recorder.request_done(self.request.arrival_ns, response.error, "BACKEND")
         try:
             self.service._postprocess(self.lv, self.request, response)
         except InferenceError as exc:
             response = InferenceResponse(self.lv.name, self.lv.version_str, id=self.request.id,
                                          error=exc, final=response.final)
-            reason = "OTHER"
         if response.final:
-            self.lv.recorder.request_done(self.request.arrival_ns, response.error, reason)
             trace = self.request.trace
             if trace is not None:
                 for t in response.outputs:
@@ -103,7 +106,7 @@ class _StreamSink(ResponseSink):
         self.inner.send(response)
 
     def finish(self, error: InferenceError | None = None) -> None:
-        if error is None and self.unary:
+        if error is None and not self.lv.decoupled:
             error = InferenceError.internal("model finished the request without a response")
         self.lv.recorder.request_done(self.request.arrival_ns, error)
         if self.request.trace is not None:
@@ -126,6 +129,7 @@ class ModelService(Service):
         self._server_id = server.id
         self._strict = server.strict_readiness
         self._run_id = ""
+        self.lanes = Lanes(self._record_for_lanes)
 
     # ------------------------------------------------------------------ setup --
 
@@ -152,6 +156,8 @@ class ModelService(Service):
         h(m.CudaShmRegister, self._cuda_register, own)
         h(m.CudaShmUnregister, self._cuda_unregister, own)
         h(m.CudaShmStatus, self._cuda_status, own)
+        h(m.WatchLanes, self.lanes.watch, own)
+        h(m.UnwatchLanes, self.lanes.unwatch, own)
         self._drain_cuts = self.bus.subscribe(DrainCut, maxsize=4, overflow="drop_oldest")
 
     async def start(self) -> None:
@@ -178,7 +184,7 @@ class ModelService(Service):
             backend_context=ctx,
             backend_settings=self.context.config.backends,
             spawn=self.spawn,
-            publish=self.bus.publish_nowait,
+            publish=self._publish,
             load_threads=server.model_load_thread_count,
             load_retries=server.model_load_retry_count,
             namespacing=server.model_namespacing,
@@ -193,6 +199,16 @@ class ModelService(Service):
             if server.exit_on_error:
                 raise RuntimeError(f"failed to load model(s) {names} at start (--exit-on-error=true)")
             self.log.error("failed to load model(s) %s; serving the others", names)
+
+    def _publish(self, event: Any) -> None:
+        """The manager's events go out on the bus; a model's state change also brings its
+        native lanes in line (once the manager's own bookkeeping for it has run)."""
+        self.bus.publish_nowait(event)
+        if isinstance(event, m.ModelStateChanged):
+            asyncio.get_running_loop().call_soon(self.lanes.refresh, event.name)
+
+    def _record_for_lanes(self, name: str) -> Any:
+        return self.manager.record(name) if self.manager is not None else None
 
     async def stop(self) -> None:
         if self.manager is not None:
@@ -216,11 +232,14 @@ class ModelService(Service):
 
     # ------------------------------------------------------------------ inference --
 
-    def _prepare(self, request: InferenceRequest) -> tuple[LoadedVersion, int]:
+    def _prepare(self, request: InferenceRequest, unary: bool) -> tuple[LoadedVersion, int]:
         manager = self.manager
         if manager is None:
             raise InferenceError.unavailable("models are not loaded yet")
         lv = manager.resolve(request.model_name, request.model_version)
+        if unary and lv.decoupled:  # Triton's front ends refuse it before reading the request
+            where = "HTTP end point" if request.protocol == "http" else "ModelInfer RPC"
+            raise InferenceError.unsupported(f"{where} doesn't support models with decoupled transaction policy")
         trace = request.trace
         if trace is not None:
             trace.stamp("REQUEST_START")
@@ -239,11 +258,20 @@ class ModelService(Service):
                     self.shm.check_output(out.shm)
         return lv, batch
 
+    def submit(self, request: InferenceRequest, sink: ResponseSink, unary: bool = False) -> None:
+        """The one inference entry: validate and enqueue without waiting; the responses go
+        to `sink`, the statistics are kept by `_StreamSink` whichever entry called. `unary`:
+        the caller takes one response (ModelInfer, HTTP infer), so a decoupled model is
+        refused. Raises InferenceError when the request is refused (counted nowhere, as in
+        Triton, where such a request never reaches a backend)."""
+        lv, batch = self._prepare(request, unary)
+        lv.scheduler.enqueue(request, _StreamSink(sink, self, lv, request), batch)  # type: ignore[union-attr]
+
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        """The awaited unary entry (bus handler for InferenceRequest): a thin wrapper over
-        the sink-based submit, which does all the bookkeeping."""
+        """The awaited unary entry (bus handler for InferenceRequest): `submit` with a
+        future for its one response."""
         future = asyncio.get_running_loop().create_future()
-        self._submit_unary(request, FutureSink(future))
+        self.submit(request, FutureSink(future), unary=True)
         try:
             return await future
         except asyncio.CancelledError:
@@ -255,29 +283,8 @@ class ModelService(Service):
         self.submit(msg.request, msg.sink)
 
     def _submit_message(self, msg: m.SubmitInfer) -> None:
-        if msg.unary:
-            self._submit_unary(msg.request, msg.sink)
-        else:
-            self.submit(msg.request, msg.sink)
-
-    def _submit_unary(self, request: InferenceRequest, sink: ResponseSink) -> None:
-        lv, batch = self._prepare(request)
-        self._refuse_decoupled(lv, request)
-        lv.scheduler.enqueue(request, _StreamSink(sink, self, lv, request, unary=True), batch)  # type: ignore[union-attr]
-
-    @staticmethod
-    def _refuse_decoupled(lv: LoadedVersion, request: InferenceRequest) -> None:
-        if lv.decoupled:
-            where = "HTTP end point" if request.protocol == "http" else "ModelInfer RPC"
-            raise InferenceError.unsupported(
-                f"{where} doesn't support models with decoupled transaction policy")
-
-    def submit(self, request: InferenceRequest, sink: ResponseSink) -> None:
-        """Validate and enqueue without waiting (stream_infer's body; ensembles submit their
-        steps through it). Raises InferenceError when the request is refused."""
-        lv, batch = self._prepare(request)
-        sink = _StreamSink(sink, self, lv, request)
-        lv.scheduler.enqueue(request, sink, batch)  # type: ignore[union-attr]
+        """The task-less entry (bus.submit): front ends that answer from the sink."""
+        self.submit(msg.request, msg.sink, msg.unary)
 
     def _postprocess(self, lv: LoadedVersion, request: InferenceRequest, response: InferenceResponse) -> None:
         if response.error is not None or not request.outputs:

@@ -88,7 +88,7 @@ def _reschedule_refused() -> InferenceError:
 
 
 class _Batch:
-    __slots__ = ("requests", "sinks", "future", "sent_ns", "done", "open", "exec_done", "times")
+    __slots__ = ("requests", "sinks", "future", "sent_ns", "done", "open", "exec_done", "times", "lane", "summary")
 
     def __init__(self, requests: Sequence[InferenceRequest], sinks: Sequence[ResponseSink], future: asyncio.Future, sent_ns: int) -> None:
         self.requests = requests
@@ -99,6 +99,8 @@ class _Batch:
         self.open = len(requests)
         self.exec_done = False
         self.times: ExecutionTimes | None = None
+        self.lane: Any = None  # a LaneBatch (ext/lane/batch.h) instead of requests and sinks
+        self.summary: tuple | None = None  # the lane batch's answers, for the statistics
 
 
 class StubDied(Exception):
@@ -219,6 +221,36 @@ class Session(ServerCalls):
         for i, r in enumerate(requests):
             r.cancel.on_cancel(partial(self._cancel, bid, i))
         return await fut
+
+    async def execute_lane(self, lane: Any) -> tuple[ExecutionTimes, tuple]:
+        """A batch of native lane requests (ext/lane/batch.h): laid out and copied into the
+        arena natively, one EXECUTE packet as for `execute`, answered natively from the
+        stub's region. Returns the times and the lane's summary for the statistics."""
+        if self.dead:
+            err = self._death_error()
+            now = time.monotonic_ns()
+            return ExecutionTimes(now, now, now, now, True), lane.fail(int(err.code), err.message)
+        sent_ns = time.monotonic_ns()
+        bid = self.next_bid
+        self.next_bid = bid + 1
+        metas, total = lane.layout()
+        if total:
+            region, base = self.ep.arena.alloc(total)
+            lane.copy_into(region.view, base)
+            rid = region.id
+        else:
+            rid, base = -1, 0
+        packet = marshal.dumps((EXECUTE, self.ep.take_frees(), bid, rid, base, total, metas))
+        fut = self.loop.create_future()
+        batch = _Batch((), (), fut, sent_ns)
+        batch.lane = lane
+        self.batches[bid] = batch
+        try:
+            self.ep.send_packet(packet)
+        except OSError as exc:
+            self._died(f"control socket error: {exc}")
+        times = await fut
+        return times, batch.summary or (0, 0, 0, 0, [])
 
     def _pack(self, bid: int, requests: Sequence[InferenceRequest]) -> bytes:
         """Inputs of the whole batch into one arena block; metadata into one packet."""
@@ -381,8 +413,11 @@ class Session(ServerCalls):
 
     def _on_responses(self, msg: tuple) -> None:
         _, _, bid, t0, t1, error, rds, rid, base, total = msg
-        blob = self._blob(rid, base, total)
         batch = self.batches.pop(bid, None)
+        if batch is not None and batch.lane is not None:
+            self._on_lane_responses(batch, msg)
+            return
+        blob = self._blob(rid, base, total)
         if batch is None:
             return
         name, version = self.model_name, self.model_version
@@ -400,6 +435,23 @@ class Session(ServerCalls):
                     sink.send(respond(req, rd, blob, True))
         if not batch.future.done():  # (the caller may have stopped waiting)
             batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns(), error is not None))
+
+    def _on_lane_responses(self, batch: _Batch, msg: tuple) -> None:
+        """A lane batch's answers, read by the lane straight out of the stub's region."""
+        _, _, bid, t0, t1, error, rds, rid, base, total = msg
+        try:
+            if error is not None:
+                batch.summary = batch.lane.fail(int(ErrorCode.INTERNAL),
+                                                FAILED.format(instance=self.instance_name, message=error))
+            else:
+                block = self.ep.peer[rid].view[base : base + total] if rid >= 0 else None
+                batch.summary = batch.lane.complete(rds, block, _reschedule_refused().message)
+        finally:
+            if rid >= 0:
+                self.ep.frees.append(rid)
+                self.ep.free_bytes += total
+            if not batch.future.done():
+                batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns(), error is not None))
 
     def _on_response(self, msg: tuple) -> None:
         _, _, bid, index, final, rd, rid, base, total = msg
@@ -441,6 +493,9 @@ class Session(ServerCalls):
             batch.future.set_result(ExecutionTimes(batch.sent_ns, t0, t1, time.monotonic_ns(), error is not None))
 
     def _fail_open(self, batch: _Batch, err: InferenceError) -> None:
+        if batch.lane is not None:
+            batch.summary = batch.lane.fail(int(err.code), err.message)
+            return
         name, version = self.model_name, self.model_version
         for i, (req, sink) in enumerate(zip(batch.requests, batch.sinks)):
             if batch.done is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from naiad.kernel.inference.backend import BackendContext, ExecutionTimes, InstanceSpec, ModelInstance, ModelSpec
 from naiad.kernel.inference.errors import InferenceError
@@ -165,19 +165,36 @@ class PythonModelInstance(ModelInstance):
         return await asyncio.shield(self._start_restart())
 
     async def execute(self, requests: Sequence[InferenceRequest], sinks: Sequence[ResponseSink]) -> ExecutionTimes:
+        session = await self._live_session()
+        if isinstance(session, InferenceError):
+            now = time.monotonic_ns()
+            for req, sink in zip(requests, sinks):
+                sink.send(InferenceResponse(self.model.name, str(self.model.version), id=req.id, error=session))
+            return ExecutionTimes(now, now, now, now, True)
+        return await session.execute(requests, sinks)
+
+    # Declared: the models service publishes native lanes (ext/frontend/lane.h) only for
+    # models whose every instance says so.
+    serves_lanes = True
+
+    async def execute_lane(self, lane: Any) -> tuple[ExecutionTimes, tuple]:
+        """`execute` for a batch of native lane requests (Session.execute_lane)."""
+        session = await self._live_session()
+        if isinstance(session, InferenceError):
+            now = time.monotonic_ns()
+            return ExecutionTimes(now, now, now, now, True), lane.fail(int(session.code), session.message)
+        return await session.execute_lane(lane)
+
+    async def _live_session(self) -> "Session | InferenceError":
+        """The running session (restarting the stub if it died), or the error to answer with."""
         session = self.session
         if session is None or session.dead:
             session = await self._revive()
             if session is None:
                 # Why the restart failed is in the log (_do_restart).
-                err = self._aborted or InferenceError.internal(
-                    FAILED.format(instance=self.instance.name, message="The stub process has exited unexpectedly.")
-                )
-                now = time.monotonic_ns()
-                for req, sink in zip(requests, sinks):
-                    sink.send(InferenceResponse(self.model.name, str(self.model.version), id=req.id, error=err))
-                return ExecutionTimes(now, now, now, now, True)
-        return await session.execute(requests, sinks)
+                return self._aborted or InferenceError.internal(
+                    FAILED.format(instance=self.instance.name, message="The stub process has exited unexpectedly."))
+        return session
 
     def abort(self, error: InferenceError) -> None:
         self._aborted = error
