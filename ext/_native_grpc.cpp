@@ -9,6 +9,13 @@
 // the Python servicer. Replies go back the same way: Python queues an action and the
 // native thread carries it out (one grpc alarm wakes it per burst of actions).
 //
+// Native lanes (frontend/lane.h): a parsed ModelInfer call for a model version that has a
+// lane, and that the lane's schema certainly accepts, never reaches Python. It is handed
+// to the model's batch queue from this thread (the queue decides once per completion-queue
+// drain), and its answer is encoded where the model completes it and written from here.
+// Whatever the lane cannot take (an unknown name, another datatype, a shape the config
+// refuses, a full queue) goes to Python as before, which words the error as Triton does.
+//
 // No Python object is touched without the GIL; the native thread never takes it.
 
 #include <grpc/grpc.h>
@@ -24,15 +31,19 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "frontend/handoff.h"
+#include "frontend/lane.h"
 #include "frontend/wire.h"
 
 namespace py = pybind11;
@@ -173,6 +184,8 @@ struct Call {
   bool finished = false;  // Finish started (or the call is dead)
   bool writing = false;
   bool finish_queued = false;
+  bool lane = false;  // handed to a lane: Python never sees it
+  std::atomic<bool> cancelled{false};  // the client cancelled or went away (read by lanes)
   grpc::Status finish_status;
   std::deque<grpc::ByteBuffer> writes;
   std::shared_ptr<Call> self;  // the native side's reference, dropped once the call is over
@@ -215,6 +228,51 @@ struct Event {
   std::unique_ptr<Parsed> parsed;
 };
 
+// ------------------------------------------------------------------ lanes --
+
+// What the lane requests share with the Server that submitted them. A model may answer
+// after the front end stopped (or was destroyed): `server` is cleared at stop, and an
+// answer that comes later has nowhere to go.
+struct LaneShared {
+  std::mutex mu;
+  Server* server = nullptr;
+  std::map<int, int> codes;  // naiad ErrorCode -> grpc status code (set from Python)
+  std::atomic<int64_t> served{0};    // calls handed to a lane, ever
+  std::atomic<int64_t> inflight{0};  // handed to a lane and not answered yet
+};
+
+// A ModelInfer call on a lane: owns the received message (the inputs are views over it)
+// and the call its answer goes to.
+class LaneCall final : public naiad_lane::Request {
+ public:
+  LaneCall(std::shared_ptr<Call> c, const grpc::Slice& d, std::shared_ptr<LaneShared> s)
+      : call(std::move(c)), data(d), shared(std::move(s)) {}
+  ~LaneCall() override { uncount(); }
+  void complete(const naiad_lane::Result& result) override;
+  bool cancelled() const override { return call->cancelled.load(std::memory_order_relaxed); }
+
+  void count() {
+    counted = true;
+    shared->inflight.fetch_add(1, std::memory_order_relaxed);
+  }
+  void uncount() {
+    if (counted) {
+      counted = false;
+      shared->inflight.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+
+  std::shared_ptr<Call> call;
+  grpc::Slice data;
+  std::shared_ptr<LaneShared> shared;
+  bool counted = false;
+};
+
+int64_t mono_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // ------------------------------------------------------------------ server --
 
 class Server {
@@ -252,6 +310,7 @@ class Server {
       }
       throw std::runtime_error("gRPC service cannot listen on " + address);
     }
+    lane_shared_->server = this;
     for (int i = 0; i < accept_depth; ++i) accept();
     thread_ = std::thread([this] { run(); });
   }
@@ -276,10 +335,94 @@ class Server {
   void flush() {
     std::lock_guard<std::mutex> g(actions_mu_);
     if (stopping_ || actions_.empty()) return;
-    if (!wake_pending_) {
-      wake_pending_ = true;
-      alarm_.Set(cq_.get(), gpr_time_0(GPR_CLOCK_MONOTONIC), &wake_tag_);
+    wake_locked();
+  }
+
+  // A lane's answer (any thread): queued and the native thread woken, once per burst.
+  void post_now(Action a) {
+    std::lock_guard<std::mutex> g(actions_mu_);
+    if (stopping_) return;
+    actions_.push_back(std::move(a));
+    wake_locked();
+  }
+
+  // ---------------------------------------------------------------- the lane registry --
+  // Written by Python, read by the native thread for every parsed ModelInfer call.
+
+  void set_lane(const std::string& model, const std::string& version, std::shared_ptr<naiad_lane::Lane> lane) {
+    std::lock_guard<std::mutex> g(lanes_mu_);
+    if (lane) lanes_[{model, version}] = std::move(lane);
+    else lanes_.erase({model, version});
+  }
+  void clear_lanes() {
+    std::map<std::pair<std::string, std::string>, std::shared_ptr<naiad_lane::Lane>> old;
+    std::lock_guard<std::mutex> g(lanes_mu_);
+    old.swap(lanes_);
+  }
+  size_t lane_count() {
+    std::lock_guard<std::mutex> g(lanes_mu_);
+    return lanes_.size();
+  }
+  void set_lanes_enabled(bool on) { lanes_enabled_.store(on, std::memory_order_relaxed); }
+  bool lanes_enabled() const { return lanes_enabled_.load(std::memory_order_relaxed); }
+  void set_error_codes(const std::map<int, int>& codes) {
+    std::lock_guard<std::mutex> g(lane_shared_->mu);
+    lane_shared_->codes = codes;
+  }
+  int64_t lane_served() const { return lane_shared_->served.load(std::memory_order_relaxed); }
+  int64_t lane_inflight() const { return lane_shared_->inflight.load(std::memory_order_relaxed); }
+
+  // The native thread: hand a parsed ModelInfer call to its model's lane. False (nothing
+  // done) when lanes are off, the model version has none, or the request is not certainly
+  // valid for it: the call then goes to Python.
+  bool try_lane(const std::shared_ptr<Call>& call, const grpc::Slice& data, const Parsed& p) {
+    if (!lanes_enabled_.load(std::memory_order_relaxed)) return false;
+    std::shared_ptr<naiad_lane::Lane> lane;
+    {
+      std::lock_guard<std::mutex> g(lanes_mu_);
+      if (lanes_.empty()) return false;
+      auto it = lanes_.find({p.model, p.version});
+      if (it == lanes_.end()) return false;
+      lane = it->second;
     }
+    const naiad_lane::Schema& s = lane->schema();
+    auto req = std::make_unique<LaneCall>(call, data, lane_shared_);
+    req->id = p.id;
+    req->inputs.reserve(p.inputs.size());
+    const char* base = reinterpret_cast<const char*>(data.begin());
+    for (const InTensor& t : p.inputs) {
+      int idx = s.input_index(t.name);
+      if (idx < 0 || s.inputs[idx].datatype != t.datatype) return false;
+      naiad_lane::Input in;
+      in.index = idx;
+      in.shape = t.shape;
+      in.data = base + t.off;
+      in.size = t.len;
+      req->inputs.push_back(std::move(in));
+    }
+    for (const std::string& name : p.outputs) {
+      int idx = s.output_index(name);
+      if (idx < 0) return false;
+      for (int seen : req->outputs)
+        if (seen == idx) return false;  // asked twice: Python's rules decide
+      req->outputs.push_back(idx);
+    }
+    if (!naiad_lane::admit(s, *req)) return false;
+    req->arrival_ns = mono_ns();
+    LaneCall* lc = req.get();
+    lc->count();  // before submit: the model may answer before submit returns
+    call->lane = true;
+    std::unique_ptr<naiad_lane::Request> handed = std::move(req);
+    if (!lane->submit(handed)) {  // declined: `handed` still holds it
+      call->lane = false;
+      lc->uncount();
+      return false;
+    }
+    lane_shared_->served.fetch_add(1, std::memory_order_relaxed);
+    for (auto& l : touched_)
+      if (l == lane) return true;
+    touched_.push_back(std::move(lane));
+    return true;
   }
 
   // New calls are refused at once (the client sees UNAVAILABLE); the calls already
@@ -293,7 +436,12 @@ class Server {
     }
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                          gpr_time_from_millis(int64_t(grace_secs * 1000), GPR_TIMESPAN));
+    lanes_enabled_.store(false);
     server_->Shutdown(deadline);
+    {
+      std::lock_guard<std::mutex> g(lane_shared_->mu);
+      lane_shared_->server = nullptr;  // answers that come later have nowhere to go
+    }
     {
       std::lock_guard<std::mutex> g(actions_mu_);
       stopping_ = true;  // no more replies: the completion queue goes next
@@ -301,6 +449,7 @@ class Server {
     cq_->Shutdown();
     if (thread_.joinable()) thread_.join();
     actions_.clear();
+    clear_lanes();
   }
 
   void accept() {
@@ -318,10 +467,31 @@ class Server {
   }
 
  private:
+  void wake_locked() {
+    if (!wake_pending_) {
+      wake_pending_ = true;
+      alarm_.Set(cq_.get(), gpr_time_0(GPR_CLOCK_MONOTONIC), &wake_tag_);
+    }
+  }
+
+  // The lanes submitted to since the last drain of the completion queue decide now.
+  void flush_lanes() {
+    for (auto& l : touched_) l->flush();
+    touched_.clear();
+  }
+
   void run() {
     void* tag;
     bool ok;
-    while (cq_->Next(&tag, &ok)) {
+    for (;;) {
+      // Block while no lane waits for a flush; else poll, and flush once the queue is drained.
+      gpr_timespec until = touched_.empty() ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : gpr_time_0(GPR_CLOCK_MONOTONIC);
+      grpc::CompletionQueue::NextStatus st = cq_->AsyncNext(&tag, &ok, until);
+      if (st == grpc::CompletionQueue::TIMEOUT) {
+        flush_lanes();
+        continue;
+      }
+      if (st == grpc::CompletionQueue::SHUTDOWN) break;
       if (tag == &wake_tag_) {
         std::vector<Action> todo;
         {
@@ -335,6 +505,7 @@ class Server {
       Tag* t = static_cast<Tag*>(tag);
       t->call->on(t->op, ok);
     }
+    flush_lanes();
   }
 
   int port_ = 0;
@@ -351,6 +522,11 @@ class Server {
   grpc::Alarm alarm_;
   int wake_tag_ = 0;
   uint64_t next_id_ = 0;
+  std::shared_ptr<LaneShared> lane_shared_ = std::make_shared<LaneShared>();
+  std::mutex lanes_mu_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<naiad_lane::Lane>> lanes_;
+  std::atomic<bool> lanes_enabled_{false};
+  std::vector<std::shared_ptr<naiad_lane::Lane>> touched_;  // (the native thread only)
 };
 
 grpc::Slice contiguous(const grpc::ByteBuffer& buf) {
@@ -406,6 +582,7 @@ void Call::on(Op op, bool ok) {
       if (method == kInferMethod) {
         auto parsed = std::make_unique<Parsed>();
         if (parse_infer(e->data.begin(), e->data.size(), *parsed)) {
+          if (server->try_lane(hold, e->data, *parsed)) break;  // the lane answers it
           e->kind = INFER;
           e->parsed = std::move(parsed);
         }
@@ -426,10 +603,13 @@ void Call::on(Op op, bool ok) {
       break;
     case OP_DONE:
       if (ctx.IsCancelled()) {  // the client cancelled or went away: Python cancels the work
-        auto e = std::make_shared<Event>();
-        e->call = hold;
-        e->kind = CANCELLED;
-        server->push(std::move(e));
+        cancelled.store(true, std::memory_order_relaxed);
+        if (!lane) {  // (a lane's request runs on; its answer finds the call finished)
+          auto e = std::make_shared<Event>();
+          e->call = hold;
+          e->kind = CANCELLED;
+          server->push(std::move(e));
+        }
         if (!finished) {
           finished = true;  // nothing more can be sent
           writes.clear();
@@ -504,51 +684,112 @@ py::tuple fields(py::object self_obj) {
   return py::make_tuple(py::str(p.model), py::str(p.version), py::str(p.id), inputs, outputs);
 }
 
-// A ModelInferResponse from its parts: the head fields, then raw_output_contents.
-grpc::ByteBuffer encode_reply(const std::string& model, const std::string& version, const std::string& id,
-                              py::list outputs) {
+void put_param(std::string& head, const naiad_lane::Param& p) {
+  using namespace naiad_frontend;
+  std::string value, entry;
+  switch (p.kind) {  // InferParameter's oneof: bool 1, int64 2, string 3, double 4
+    case naiad_lane::Param::kBool:
+      put_tag(value, 1, 0);
+      put_varint(value, p.b ? 1 : 0);
+      break;
+    case naiad_lane::Param::kInt:
+      put_tag(value, 2, 0);
+      put_varint(value, uint64_t(p.i));
+      break;
+    case naiad_lane::Param::kString:
+      put_bytes(value, 3, p.s.data(), p.s.size());
+      break;
+    case naiad_lane::Param::kDouble: {
+      uint64_t bits;
+      std::memcpy(&bits, &p.d, sizeof bits);
+      put_fixed64(value, 4, bits);
+      break;
+    }
+  }
+  put_bytes(entry, 1, p.key.data(), p.key.size());  // a map entry: key 1, value 2
+  put_bytes(entry, 2, value.data(), value.size());
+  put_bytes(head, 4, entry.data(), entry.size());
+}
+
+// A ModelInferResponse from its parts: the head fields (parameters, outputs' metadata),
+// then raw_output_contents, as the protobuf classes write it (field order).
+grpc::ByteBuffer encode_infer(std::string_view model, std::string_view version, std::string_view id,
+                              const std::vector<naiad_lane::Param>& params,
+                              const std::vector<naiad_lane::Output>& outputs) {
   using namespace naiad_frontend;
   std::string head;
   put_string_if(head, 1, model);
   put_string_if(head, 2, version);
   put_string_if(head, 3, id);
-  std::vector<py::buffer_info> raws;
-  raws.reserve(outputs.size());
+  for (const auto& p : params) put_param(head, p);
   std::string tensor, shape;
-  for (auto item : outputs) {
-    py::tuple t = item.cast<py::tuple>();
+  for (const auto& o : outputs) {
     tensor.clear();
     shape.clear();
-    std::string name = t[0].cast<std::string>();
-    std::string datatype = t[1].cast<std::string>();
-    put_string_if(tensor, 1, name);
-    put_string_if(tensor, 2, datatype);
-    for (auto d : t[2]) put_varint(shape, uint64_t(d.cast<int64_t>()));
+    put_string_if(tensor, 1, o.name);
+    put_string_if(tensor, 2, o.datatype);
+    for (int64_t d : o.shape) put_varint(shape, uint64_t(d));
     if (!shape.empty()) put_bytes(tensor, 3, shape.data(), shape.size());
     put_bytes(head, 5, tensor.data(), tensor.size());
-    raws.push_back(t[3].cast<py::buffer>().request());
   }
   size_t total = head.size();
-  for (auto& r : raws) {
-    size_t n = size_t(r.size * r.itemsize);
-    total += 1 + varint_size(n) + n;
-  }
+  for (const auto& o : outputs) total += 1 + varint_size(o.size) + o.size;
   grpc::Slice s(total);
   uint8_t* w = const_cast<uint8_t*>(s.begin());
   std::memcpy(w, head.data(), head.size());
   w += head.size();
   std::string hdr;
-  for (auto& r : raws) {
-    size_t n = size_t(r.size * r.itemsize);
+  for (const auto& o : outputs) {
     hdr.clear();
     put_tag(hdr, 6, 2);
-    put_varint(hdr, n);
+    put_varint(hdr, o.size);
     std::memcpy(w, hdr.data(), hdr.size());
     w += hdr.size();
-    if (n) std::memcpy(w, r.ptr, n);
-    w += n;
+    if (o.size) std::memcpy(w, o.data, o.size);
+    w += o.size;
   }
   return grpc::ByteBuffer(&s, 1);
+}
+
+// encode_infer for Python's answers: outputs as [(name, datatype, shape, buffer)].
+grpc::ByteBuffer encode_reply(const std::string& model, const std::string& version, const std::string& id,
+                              py::list outputs) {
+  const size_t n = outputs.size();
+  std::vector<std::string> keep;  // the names and datatypes the views point into
+  keep.reserve(2 * n);
+  std::vector<py::buffer_info> raws;
+  raws.reserve(n);
+  std::vector<naiad_lane::Output> outs(n);
+  for (size_t k = 0; k < n; ++k) {
+    py::tuple t = outputs[k].cast<py::tuple>();
+    keep.push_back(t[0].cast<std::string>());
+    keep.push_back(t[1].cast<std::string>());
+    naiad_lane::Output& o = outs[k];
+    o.name = keep[2 * k];
+    o.datatype = keep[2 * k + 1];
+    for (auto d : t[2]) o.shape.push_back(d.cast<int64_t>());
+    raws.push_back(t[3].cast<py::buffer>().request());
+    o.data = static_cast<const char*>(raws.back().ptr);
+    o.size = size_t(raws.back().size * raws.back().itemsize);
+  }
+  return encode_infer(model, version, id, {}, outs);
+}
+
+// On the thread the model completes it (the GIL held or not; no Python touched): the
+// reply, or the error with the status Python's path gives it, for the native thread.
+void LaneCall::complete(const naiad_lane::Result& result) {
+  Action a{call, A_REPLY, grpc::ByteBuffer(), grpc::Status::OK};
+  if (result.error == naiad_lane::kOk) a.buf = encode_infer(result.model, result.version, id, result.params, result.outputs);
+  std::lock_guard<std::mutex> g(shared->mu);
+  uncount();
+  if (shared->server == nullptr) return;
+  if (result.error != naiad_lane::kOk) {
+    auto it = shared->codes.find(result.error);
+    a.type = A_FAIL;
+    a.status = grpc::Status(grpc::StatusCode(it == shared->codes.end() ? int(grpc::StatusCode::UNKNOWN) : it->second),
+                            result.message);
+  }
+  shared->server->post_now(std::move(a));
 }
 
 py::list metadata(Event& e) {
@@ -610,5 +851,28 @@ PYBIND11_MODULE(_native_grpc, m) {
       .def("fileno", &Server::fd)
       .def("take", &Server::take, "every event queued since the last call (one eventfd wake-up)")
       .def("flush", &Server::flush, "wake the native thread for every action queued since the last flush")
-      .def("stop", &Server::stop, py::arg("grace_secs") = 0.0, py::call_guard<py::gil_scoped_release>());
+      .def("stop", &Server::stop, py::arg("grace_secs") = 0.0, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "set_lane",
+          [](Server& s, const std::string& model, const std::string& version, py::object capsule) {
+            std::shared_ptr<naiad_lane::Lane> lane;
+            if (!capsule.is_none()) {
+              if (!PyCapsule_IsValid(capsule.ptr(), naiad_lane::kCapsuleName))
+                throw py::type_error(std::string("expected a ") + naiad_lane::kCapsuleName + " capsule or None");
+              lane = *static_cast<std::shared_ptr<naiad_lane::Lane>*>(
+                  PyCapsule_GetPointer(capsule.ptr(), naiad_lane::kCapsuleName));
+            }
+            s.set_lane(model, version, std::move(lane));
+          },
+          py::arg("model"), py::arg("version"), py::arg("lane"),
+          "serve ModelInfer calls for (model, version) on `lane` (a naiad.lane capsule; version \"\": the "
+          "calls that name none); None removes it")
+      .def("clear_lanes", &Server::clear_lanes)
+      .def_property_readonly("lane_count", &Server::lane_count)
+      .def("set_lanes_enabled", &Server::set_lanes_enabled, py::arg("enabled"))
+      .def_property_readonly("lanes_enabled", &Server::lanes_enabled)
+      .def("set_error_codes", &Server::set_error_codes, py::arg("codes"),
+           "{naiad ErrorCode: grpc status code} for the errors lanes answer")
+      .def_property_readonly("lane_served", &Server::lane_served, "ModelInfer calls answered through lanes")
+      .def_property_readonly("lane_inflight", &Server::lane_inflight, "lane calls not answered yet");
 }

@@ -118,6 +118,9 @@ class Request {
   virtual ~Request() = default;
   // Called exactly once: the answer (see the header comment for where and how).
   virtual void complete(const Result& result) = 0;
+  // Any thread: whether the client cancelled or went away (the model's is_cancelled(),
+  // queued work may be dropped). A front end that cannot tell leaves it false.
+  virtual bool cancelled() const { return false; }
 
   std::string id;                 // the request's "id" ("" when it has none)
   std::vector<Input> inputs;      // what the client sent, in its order

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace naiad_frontend {
@@ -56,8 +57,12 @@ inline void put_bytes(std::string& s, uint32_t field, const void* data, size_t n
   put_varint(s, n);
   s.append(static_cast<const char*>(data), n);
 }
-inline void put_string_if(std::string& s, uint32_t field, const std::string& v) {
+inline void put_string_if(std::string& s, uint32_t field, std::string_view v) {
   if (!v.empty()) put_bytes(s, field, v.data(), v.size());
+}
+inline void put_fixed64(std::string& s, uint32_t field, uint64_t v) {
+  put_tag(s, field, 1);
+  for (int i = 0; i < 8; ++i) s.push_back(char((v >> (8 * i)) & 0xFF));
 }
 
 }  // namespace naiad_frontend

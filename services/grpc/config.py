@@ -68,6 +68,9 @@ class GrpcConfig:
     transport: Literal["native", "grpcio"] = setting(
         "native", "what serves gRPC: naiad's native front end (grpc++; falls back to grpcio with a "
         "log line where it was not built) or grpcio's asyncio server", "")
+    native_lanes: bool = setting(
+        True, "the native front end hands plain ModelInfer calls straight to the models' native "
+        "lanes (no Python per request); off: every call takes the Python path", "")
     stop_grace_secs: float = setting(
         1.0, "at stop, how long calls still open (idle streams) may take before they are cancelled", "",
         minimum=0)

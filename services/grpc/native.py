@@ -8,6 +8,12 @@ parameters, raw tensors) arrives parsed, its inputs as views over the received
 message, and its reply is encoded natively; every other call, and ModelInfer whenever
 restricted protocols, header forwarding or tracing are on, arrives as its serialized
 bytes and is parsed with the generated protobuf classes by the servicer's own handler.
+
+Native lanes (ext/frontend/lane.h): the models service tells this adapter of its models'
+lanes (`WatchLanes`), and the native thread hands a plain ModelInfer call straight to its
+model's lane, never waking Python for it. The gate (`_gate`) keeps lanes off whenever the
+servicer's fast path is off (tracing, restricted protocols, header forwarding), when
+`native_lanes` is false, and from the first sign of shutdown.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import grpc
 
 from naiad.ext.native_front import NativeFront
 from naiad.kernel.inference.errors import InferenceError
-from naiad.kernel.inference.messages import SubmitInfer
+from naiad.kernel.inference.messages import SubmitInfer, UnwatchLanes, WatchLanes
 from naiad.kernel.inference.request_model import build_request
 from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, RequestedOutput, ResponseSink, Tensor
 from naiad.protos import grpc_service_pb2 as pb
@@ -45,6 +51,9 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _STATUS = {code: grpc.StatusCode[name].value[0] for code, name in convert.GRPC_CODE_NAME.items()}
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 _UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
+# How often the lane gate is looked at while no call wakes the loop (tracing may be
+# switched on from the other protocol, which tells no one).
+_GATE_SECS = 0.25
 
 
 def available() -> bool:
@@ -142,9 +151,10 @@ class NativeGrpcServer(NativeFront):
     task's crash is the service's."""
 
     def __init__(self, config: GrpcConfig, servicer: Servicer, log: Any, *,
-                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task], owner: str = "grpc") -> None:
         super().__init__()
         self.config = config
+        self.owner = owner  # who watches the lanes (UnwatchLanes)
         self.servicer = servicer
         self.log = log
         self.spawn = spawn
@@ -156,6 +166,9 @@ class NativeGrpcServer(NativeFront):
         name, req_type, serializer = HEALTH_RPC
         self._handlers[HEALTH_CHECK] = (servicer.handler(name), req_type, serializer, name)
         self._infer = None
+        self._watching = False  # the models service tells us of its lanes
+        self._draining = False
+        self._gate_timer: asyncio.TimerHandle | None = None
 
     async def start(self, key: bytes = b"", cert: bytes = b"", root: bytes | None = None) -> int:
         assert _native is not None
@@ -172,22 +185,87 @@ class NativeGrpcServer(NativeFront):
             raise OSError(str(exc)) from None
         self._infer = self.servicer.bus.request
         self._submit = self.servicer.bus.submit
+        self.server.set_error_codes({int(code): status for code, status in _STATUS.items()})
         loop = asyncio.get_running_loop()
         loop.add_reader(self.server.fileno(), self._drain)
         self.port = self.server.port
+        await self._watch_lanes()
         return self.port
+
+    # ------------------------------------------------------------------ lanes --
+
+    async def _watch_lanes(self) -> None:
+        bus = self.servicer.bus
+        if not self.config.native_lanes or not bus.has_handler(WatchLanes):
+            return
+        await bus.request(WatchLanes(self.owner, self._on_lane))
+        self._watching = True
+        self._gate()
+
+    def _on_lane(self, model: str, version: str, lane: Any) -> None:
+        """The models service opened, replaced or closed (None) a lane."""
+        if self.server is not None and (lane is None or not self._draining):
+            self.server.set_lane(model, version, lane)
+
+    def _gate(self) -> None:
+        """Lanes on exactly while every plain ModelInfer call may skip Python; looked at on
+        every wake-up of the adapter and every `_GATE_SECS`."""
+        server = self.server
+        on = (self._watching and not self._draining and self.servicer.lifecycle.accepting
+              and self.servicer.infer_fast_path())
+        if on != server.lanes_enabled:
+            server.set_lanes_enabled(on)
+        if self._watching and not self._draining and self._gate_timer is None:
+            self._gate_timer = asyncio.get_running_loop().call_later(_GATE_SECS, self._gate_tick)
+
+    def _gate_tick(self) -> None:
+        self._gate_timer = None
+        self._gate()
+
+    def drain(self) -> None:
+        """Shutdown began: every call takes the Python path (which refuses new work)."""
+        self._draining = True
+        if self.server is not None:
+            self.server.set_lanes_enabled(False)
+
+    async def _unwatch_lanes(self, grace: float) -> float:
+        """Lanes off and forgotten once the calls on them are answered (up to `grace`);
+        returns what is left of the grace."""
+        self.drain()
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        server = self.server
+        while server.lane_inflight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        if self._watching:
+            self._watching = False
+            try:
+                await self.servicer.bus.request(UnwatchLanes(self.owner))
+            except Exception as exc:  # the models service may be gone already
+                self.log.debug("gRPC: UnwatchLanes: %s", exc)
+        server.clear_lanes()
+        # (the tests read it: how many calls never reached Python)
+        self.log.info("gRPC: %d ModelInfer call(s) answered on native lanes", server.lane_served)
+        return max(0.0, deadline - loop.time())
 
     async def stop(self, grace: float) -> None:
         # Open streams finish once their requests are answered (the servicer's drain woke
         # them); unary calls were drained by the kernel: wait up to the grace for them.
         # Then new calls are refused; the calls already started are answered (refused
         # UNAVAILABLE by now, the loop goes on taking them) rather than cancelled.
+        if self.server is not None:
+            grace = await self._unwatch_lanes(grace)
         await self._stop_native(grace, _LAST_ANSWERS_SECS)
 
     # ------------------------------------------------------------------ the hand-off --
 
     def _drain(self) -> None:
         fast = self.servicer.infer_fast_path()
+        if self._watching:
+            self._gate()
         spawn = self._spawn
         for event in self.server.take():
             kind = event.kind
@@ -282,6 +360,8 @@ class NativeGrpcServer(NativeFront):
             self._sent()
         except Exception as exc:
             self._fail(event, exc, name)
+        if self._watching:  # (a trace setting may have changed)
+            self._gate()
 
     async def _stream(self, stream: _StreamCall) -> None:
         event = stream.event

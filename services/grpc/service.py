@@ -195,11 +195,13 @@ class GrpcService(Service):
         key = _read_pem(cfg.server_key, "server_key") if tls else b""
         cert = _read_pem(cfg.server_cert, "server_cert") if tls else b""
         root = _read_pem(cfg.root_cert, "root_cert") if tls and cfg.root_cert else None
-        self._native = native.NativeGrpcServer(cfg, servicer, self.log, spawn=self.spawn)
+        self._native = native.NativeGrpcServer(cfg, servicer, self.log, spawn=self.spawn, owner=self.name)
         self.port = await self._native.start(key, cert, root)
         self.log.info("gRPC service listening on %s:%d (native)%s", cfg.host, self.port, " (TLS)" if tls else "")
 
     async def drain(self) -> None:
+        if self._native is not None:
+            self._native.drain()  # lanes off: new calls meet the servicer's refusal
         if self.servicer is not None:
             self.servicer.drain()
 
