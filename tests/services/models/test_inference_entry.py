@@ -14,7 +14,8 @@ would count:
 - classification: a success; asked of a BYTES output it fails the reply but, as Triton
   classifies in its front ends after the core counted the request, still a success;
 - an unknown requested output: refused before the model, counted nowhere;
-- timed out in the queue: counted in no statistic, only as a REJECTED failure metric;
+- timed out or cancelled in the queue: counted in no statistic, only as a REJECTED or
+  CANCELED failure metric;
 - a decoupled model: refused by the unary entries before the model (counted nowhere);
   on a stream, ending with only the final flag is a success."""
 
@@ -203,16 +204,17 @@ def _stream(server: NaiadProcess, model: str, value: float, outputs=None, timeou
 # entry id: (server, send, traced). The native front ends hand plain requests to a lane
 # where the model has one, others (classification, timeouts, ...) to the task-less
 # SubmitInfer path, which a lanes-off server takes for all; traced requests and gzip
-# bodies make them decline both for the awaited one.
+# bodies make them decline it for the awaited one. (Traced entries use the lanes-off
+# server: a lane learns of tracing switched on elsewhere only a moment later.)
 ENTRIES = {
     "http-native-lanes": ("native", _http(), False),
     "http-native-fast": ("native-nolanes", _http(), False),
-    "http-native-gzip": ("native", _http(gzip=True), False),
-    "http-native-traced": ("native", _http(), True),
+    "http-native-gzip": ("native-nolanes", _http(gzip=True), False),
+    "http-native-traced": ("native-nolanes", _http(), True),
     "http-aiohttp": ("python", _http(), False),
     "grpc-native-lanes": ("native", _grpc, False),
     "grpc-native-fast": ("native-nolanes", _grpc, False),
-    "grpc-native-traced": ("native", _grpc, True),
+    "grpc-native-traced": ("native-nolanes", _grpc, True),
     "grpc-grpcio": ("python", _grpc, False),
     "stream-native": ("native", _stream, False),
     "stream-grpcio": ("python", _stream, False),
@@ -247,7 +249,8 @@ def _books(server: NaiadProcess, model: str) -> dict[str, float]:
             "execution_count": s["execution_count"], "inference_count": s["inference_count"],
             "metric_success": metric("nv_inference_request_success_total"),
             "metric_failure": metric("nv_inference_request_failure_total"),
-            "metric_rejected": metric("nv_inference_request_failure_total", reason="REJECTED")}
+            "metric_rejected": metric("nv_inference_request_failure_total", reason="REJECTED"),
+            "metric_canceled": metric("nv_inference_request_failure_total", reason="CANCELED")}
 
 
 def _delta_after(server: NaiadProcess, model: str, before: dict, expected: dict) -> dict:
@@ -271,7 +274,7 @@ def _fails(send: Callable, *args: Any, **kwargs: Any) -> str:
 # ------------------------------------------------------------------ the tests --
 
 PICKY_BOOKS = {"success": 4, "fail": 2, "execution_count": 5, "inference_count": 4,
-               "metric_success": 4, "metric_failure": 2, "metric_rejected": 0}
+               "metric_success": 4, "metric_failure": 2, "metric_rejected": 0, "metric_canceled": 0}
 
 
 @pytest.mark.parametrize("entry", list(ENTRIES))
@@ -295,7 +298,7 @@ def test_every_entry_counts_the_same_mix_as_triton(servers, entry) -> None:
 
 
 SLOW_BOOKS = {"success": 1, "fail": 0, "execution_count": 1, "inference_count": 1,
-              "metric_success": 1, "metric_failure": 1, "metric_rejected": 1}
+              "metric_success": 1, "metric_failure": 1, "metric_rejected": 1, "metric_canceled": 0}
 
 
 @pytest.mark.parametrize("entry", ["http-native-lanes", "http-native-fast", "http-aiohttp", "grpc-native-lanes",
@@ -313,8 +316,27 @@ def test_a_request_timed_out_in_the_queue_counts_only_as_rejected(servers, entry
     assert _delta_after(server, "slow", before, SLOW_BOOKS) == SLOW_BOOKS
 
 
+CANCELLED_BOOKS = {**SLOW_BOOKS, "metric_rejected": 0, "metric_canceled": 1}
+
+
+@pytest.mark.parametrize("entry", ["grpc-native-lanes", "grpc-native-fast", "grpc-native-traced", "grpc-grpcio"])
+def test_a_call_cancelled_in_the_queue_counts_only_as_canceled(servers, entry) -> None:
+    kind, _, traced = ENTRIES[entry]
+    server = servers(kind)
+    before = _books(server, "slow")
+    answers: queue.Queue = queue.Queue()
+    with _tracing(server, traced), grpcclient.InferenceServerClient(server.grpc_address) as client:
+        client.async_infer("slow", _inputs(grpcclient, "slow", 1.0), lambda result, error: answers.put(error))
+        time.sleep(0.15)  # the holder is on the one instance; the next one queues
+        call = client.async_infer("slow", _inputs(grpcclient, "slow", 2.0), lambda result, error: None)
+        time.sleep(0.1)
+        call.cancel()
+        assert answers.get(timeout=TIMEOUT) is None
+    assert _delta_after(server, "slow", before, CANCELLED_BOOKS) == CANCELLED_BOOKS
+
+
 NOTHING = {"success": 0, "fail": 0, "execution_count": 0, "inference_count": 0,
-           "metric_success": 0, "metric_failure": 0, "metric_rejected": 0}
+           "metric_success": 0, "metric_failure": 0, "metric_rejected": 0, "metric_canceled": 0}
 
 
 @pytest.mark.parametrize("entry", ["http-native-lanes", "http-native-fast", "http-native-gzip", "http-aiohttp",
