@@ -13,6 +13,9 @@ would count:
   whole, a failure with no execution counted;
 - classification: a success; asked of a BYTES output it fails the reply but, as Triton
   classifies in its front ends after the core counted the request, still a success;
+- an output into a shared-memory region too small for it: the reply fails, the request
+  is still a success (Triton's Python backend counts a response whose output could not
+  be allocated as sent);
 - an unknown requested output: refused before the model, counted nowhere;
 - timed out or cancelled in the queue: counted in no statistic, only as a REJECTED or
   CANCELED failure metric;
@@ -22,6 +25,7 @@ would count:
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import queue
 import time
@@ -37,6 +41,7 @@ from tritonclient.utils import InferenceServerException
 from support.metrics import scrape
 from support.models import DELAYED_IDENTITY_MODEL, identity_config, write_model
 from support.naiad_process import NaiadProcess
+from support.shared_memory import shared_memory_module
 
 try:
     from naiad.ext import _native_grpc  # noqa: F401
@@ -122,8 +127,20 @@ def repo(tmp_path_factory):
     return path
 
 
+SMALL_REGION = "entry_small"  # 4 bytes: too small for picky's OUTPUT0 (12)
+
+
 @pytest.fixture(scope="module")
-def servers(repo, tmp_path_factory):
+def small_region():
+    shm = shared_memory_module()
+    key = f"/naiad_entry_{os.getpid()}"
+    handle = shm.create_shared_memory_region(SMALL_REGION, key, 4)
+    yield key
+    shm.destroy_shared_memory_region(handle)
+
+
+@pytest.fixture(scope="module")
+def servers(repo, small_region, tmp_path_factory):
     """The servers of TRANSPORTS, each started on first use, with a trace file so that a
     test can switch tracing on."""
     started: dict[str, NaiadProcess] = {}
@@ -138,6 +155,8 @@ def servers(repo, tmp_path_factory):
                 work, ["--model-repository", str(repo), f"--trace-config=triton,file={work / 'trace.json'}"],
                 config=TRANSPORTS[kind])
             proc.start()
+            httpclient.InferenceServerClient(proc.http_address).register_system_shared_memory(
+                SMALL_REGION, small_region, 4)
         return proc
 
     yield get
@@ -160,10 +179,18 @@ def _inputs(mod: Any, model: str, value: float) -> list:
     return [t]
 
 
-def _outputs(mod: Any, outputs: dict[str, int] | None) -> list | None:
+def _outputs(mod: Any, outputs: dict[str, int | str] | None) -> list | None:
+    """Requested outputs: name -> class count, or name -> the shared-memory region (4 bytes)
+    to write it into."""
     if outputs is None:
         return None
-    return [mod.InferRequestedOutput(name, class_count=k) for name, k in outputs.items()]
+    wanted = []
+    for name, how in outputs.items():
+        out = mod.InferRequestedOutput(name, class_count=how if isinstance(how, int) else 0)
+        if isinstance(how, str):
+            out.set_shared_memory(how, 4)
+        wanted.append(out)
+    return wanted
 
 
 def _http(gzip: bool = False) -> Callable:
@@ -273,8 +300,8 @@ def _fails(send: Callable, *args: Any, **kwargs: Any) -> str:
 
 # ------------------------------------------------------------------ the tests --
 
-PICKY_BOOKS = {"success": 4, "fail": 2, "execution_count": 5, "inference_count": 4,
-               "metric_success": 4, "metric_failure": 2, "metric_rejected": 0, "metric_canceled": 0}
+PICKY_BOOKS = {"success": 5, "fail": 2, "execution_count": 6, "inference_count": 5,
+               "metric_success": 5, "metric_failure": 2, "metric_rejected": 0, "metric_canceled": 0}
 
 
 @pytest.mark.parametrize("entry", list(ENTRIES))
@@ -292,6 +319,9 @@ def test_every_entry_counts_the_same_mix_as_triton(servers, entry) -> None:
         # The model answered; the reply fails; the request counts as the model answered it.
         assert _fails(send, server, "picky", 4.0, outputs={"LABEL": 1}) == (
             "class result not available for output due to unsupported type 'BYTES'")
+        assert _fails(send, server, "picky", 6.0, outputs={"OUTPUT0": SMALL_REGION}) == (
+            "shared memory size specified with the request for output 'OUTPUT0' (4 bytes) should be at least "
+            "12 bytes to hold the results")
         assert _fails(send, server, "picky", 5.0, outputs={"NOPE": 0}) == (
             "unexpected inference output 'NOPE' for model 'picky'")
     assert _delta_after(server, "picky", before, PICKY_BOOKS) == PICKY_BOOKS
