@@ -8,8 +8,9 @@ PIP    := $(VENV)/bin/pip
 PY     := $(VENV)/bin/python
 # System libraries: jemalloc (allocator = "jemalloc"), libb64 (perf_analyzer), and the
 # native front ends' (pkg-config, grpc++, protobuf, libevent; node-llhttp: llhttp's C sources for the
-# HTTP one; optional: naiad builds without them).
-APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc node-llhttp
+# HTTP one; rapidjson-dev: its native lanes' JSON; optional: naiad builds without them).
+APT_PACKAGES := libjemalloc2 libb64-0d pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc node-llhttp \
+	rapidjson-dev
 # Only the tests use these: a real browser for the status page, a real Prometheus.
 APT_TEST_PACKAGES := chromium chromium-driver prometheus
 

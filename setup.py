@@ -188,6 +188,23 @@ def _llhttp() -> tuple[list[str], str] | None:
     return None
 
 
+# RapidJSON (header-only: Debian's rapidjson-dev, or $NAIAD_RAPIDJSON_DIR holding
+# rapidjson/document.h) reads the JSON header of the plain infer requests `_native_http`
+# hands to native lanes (ext/frontend/http_lane.h). Without it the module builds without
+# lanes: every request takes the Python path.
+
+NEEDS_RAPIDJSON = ("_native_http",)
+
+
+def _rapidjson() -> str | None:
+    """The include dir holding rapidjson/document.h, or None when it is not installed."""
+    roots = [os.environ.get("NAIAD_RAPIDJSON_DIR"), "/usr/include", "/usr/local/include"]
+    for root in filter(None, roots):
+        if (Path(root) / "rapidjson" / "document.h").exists():
+            return root
+    return None
+
+
 def _pkg_config(packages: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
     """(cflags, libs) of `packages`, or None when pkg-config or a package is missing."""
     if not packages:
@@ -233,10 +250,20 @@ def _optional_extensions(copt: list[str]) -> list[Extension]:
                 continue
             c_sources, llhttp_include = llhttp
             include_dirs.append(llhttp_include)
+        macros: list[tuple[str, str | None]] = []
+        if stem in NEEDS_RAPIDJSON:
+            rapidjson = _rapidjson()
+            if rapidjson is None:
+                print(f"naiad build: note: {stem} built without native lanes (RapidJSON not found: install "
+                      "Debian's rapidjson-dev or set NAIAD_RAPIDJSON_DIR)", file=sys.stderr)
+            else:
+                include_dirs.append(rapidjson)
+                macros.append(("NAIAD_HTTP_LANES", "1"))
         ext = Extension(
             f"naiad.ext.{stem}",
             [str(source.relative_to(ROOT))],
             include_dirs=include_dirs,
+            define_macros=macros,
             language="c++",
             extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"] + cflags,
             extra_link_args=libs + ["-pthread"],

@@ -10,6 +10,14 @@
 //
 // A connection carries one request at a time: bytes of a pipelined next request wait in
 // its buffer until the reply to the current one is queued.
+//
+// Native lanes (frontend/lane.h): a plain binary `POST /v2/models/<m>[/versions/<v>]/infer`
+// for a model version that has a lane, and that the lane's schema certainly accepts
+// (frontend/http_lane.h), never reaches Python: the native thread hands it to the lane
+// and the lane's answer is encoded natively (on the Python loop's thread, where the
+// models service completes a batch) and queued for the native thread to write, byte for
+// byte the reply the Python path writes. Everything else, and everything while Python
+// has lanes off (`set_lanes_enabled`), takes the hand-off queue as before.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -18,6 +26,7 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -31,6 +40,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -38,6 +48,10 @@
 
 #include "frontend/handoff.h"
 #include "frontend/http1_framer.h"
+#include "frontend/lane_registry.h"
+#ifdef NAIAD_HTTP_LANES  // setup.py defines it where RapidJSON is installed
+#include "frontend/http_lane.h"
+#endif
 
 namespace py = pybind11;
 using naiad_frontend::Handoff;
@@ -120,6 +134,31 @@ const char* reason(int status) {
   }
 }
 
+// A reply's status line and headers: head_start, a head_field per header, head_end.
+void head_start(std::string& s, int status) {
+  s += "HTTP/1.1 ";
+  s += std::to_string(status);
+  s += ' ';
+  s += reason(status);
+  s += "\r\n";
+}
+void head_field(std::string& s, std::string_view key, std::string_view value) {
+  s += key;
+  s += ": ";
+  s += value;
+  s += "\r\n";
+}
+void head_end(std::string& s, long long content_length, bool chunked, bool close) {
+  if (chunked) s += "Transfer-Encoding: chunked\r\n";
+  else {
+    s += "Content-Length: ";
+    s += std::to_string(content_length);
+    s += "\r\n";
+  }
+  if (close) s += "Connection: close\r\n";
+  s += "\r\n";
+}
+
 std::string simple_reply(int status, const std::string& message) {
   std::string body = "{\"error\":\"" + message + "\"}";
   std::string s = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) +
@@ -137,6 +176,90 @@ struct Limits {
   double body_timeout = 30.0;          // body: a window in which at least
   size_t body_min_rate = 1024;         // body_timeout * body_min_rate bytes must come: 408
   size_t max_connections = 10000;      // more are answered 503 and closed
+};
+
+// ------------------------------------------------------------------ lanes --
+
+// What the requests handed to lanes share with their Server (which may be gone by the time
+// a model answers): where replies go, the error table, the counters.
+struct LaneShared {
+  std::shared_ptr<Handoff<Out>> outbox;
+  std::atomic<bool> stopped{false};  // the server stopped: answers are dropped
+  std::atomic<bool> closing{false};  // shutdown began: answers close their connection
+  naiad_frontend::LaneCounters counters;
+  // ErrorCode -> HTTP status (services/http/errors.status_for, set from Python).
+  std::atomic<int> status[8] = {400, 500, 404, 400, 503, 501, 400, 400};
+
+  int status_for(int code) const {
+    return code >= 0 && code < 8 ? status[code].load(std::memory_order_relaxed) : 400;
+  }
+};
+
+using Framed = Request;
+
+// An infer request on a lane: keeps the framed request (the inputs are views over its
+// bytes) and writes the answer.
+class LaneRequest final : public naiad_lane::Request {
+ public:
+  LaneRequest(std::shared_ptr<Framed> framed, std::shared_ptr<LaneShared> shared)
+      : framed_(std::move(framed)), shared_(std::move(shared)) {
+    shared_->counters.inflight.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~LaneRequest() override { settle(); }
+
+  // On the Python loop's thread, with the GIL: encode the reply as the Python path does
+  // (codec.encode_infer + native.py's respond; router.error_response) and queue it.
+  void complete(const naiad_lane::Result& r) override {
+    LaneShared& sh = *shared_;
+    settle();
+    sh.counters.served.fetch_add(1, std::memory_order_relaxed);
+    if (sh.stopped.load(std::memory_order_relaxed)) return;
+    bool close = !framed_->keep_alive || sh.closing.load(std::memory_order_relaxed);
+    std::string data;
+#ifdef NAIAD_HTTP_LANES
+    if (r.error != naiad_lane::kOk) {
+      std::string body = naiad_http_lane::error_body(r.message);
+      data.reserve(160 + body.size());
+      head_start(data, sh.status_for(r.error));
+      head_field(data, "Content-Type", "application/json");
+      head_end(data, (long long)body.size(), false, close);
+      data += body;
+    } else {
+      size_t blobs = 0;
+      std::string header = naiad_http_lane::infer_header(r, id, blobs);
+      data.reserve(200 + header.size() + blobs);
+      head_start(data, 200);
+      if (blobs) {
+        head_field(data, "Content-Type", "application/octet-stream");
+        head_field(data, "Inference-Header-Content-Length", std::to_string(header.size()));
+      } else {  // no output bytes: the header alone, as JSON
+        head_field(data, "Content-Type", "application/json");
+      }
+      head_end(data, (long long)(header.size() + blobs), false, close);
+      data += header;
+      for (auto& o : r.outputs)
+        if (o.size) data.append(o.data, o.size);
+    }
+#else
+    (void)r;
+    data = simple_reply(500, "native lanes not built");
+    close = true;
+#endif
+    sh.outbox->push(Out{framed_->conn, OUT_FULL, std::move(data), close});  // wakes the writer once a burst
+  }
+
+ private:
+  // No longer in flight (answered, or never taken).
+  void settle() {
+    if (counted_) {
+      counted_ = false;
+      shared_->counters.inflight.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+
+  std::shared_ptr<Framed> framed_;
+  std::shared_ptr<LaneShared> shared_;
+  bool counted_ = true;
 };
 
 class Server {
@@ -175,7 +298,8 @@ class Server {
                                            : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     add(listen_fd_, EPOLLIN, kListenTag);
-    add(outbox_.fd(), EPOLLIN, kOutboxTag);
+    add(outbox_->fd(), EPOLLIN, kOutboxTag);
+    lane_shared_->outbox = outbox_;
     thread_ = std::thread([this] { run(); });
   }
 
@@ -191,9 +315,9 @@ class Server {
   // Replies are queued quietly; Python calls flush() once per event-loop iteration.
   void post(Out o) {
     if (stopped_.load()) return;
-    outbox_.push_quiet(std::move(o));
+    outbox_->push_quiet(std::move(o));
   }
-  void flush_replies() { outbox_.flush(); }
+  void flush_replies() { outbox_->flush(); }
 
   void stop(double grace_secs) {
     if (stopping_.exchange(true)) {
@@ -201,9 +325,10 @@ class Server {
       return;
     }
     grace_ = grace_secs;
-    outbox_.signal();
+    outbox_->signal();
     if (thread_.joinable()) thread_.join();
     stopped_ = true;
+    lane_shared_->stopped = true;
   }
 
   size_t connections() const { return nconns_.load(); }
@@ -212,7 +337,20 @@ class Server {
   // HTTPServer::Stop refuses new connections while it waits for the open ones).
   void close_listener() {
     refuse_new_ = true;
-    outbox_.signal();
+    lane_shared_->closing = true;
+    outbox_->signal();
+  }
+
+  // ---------------------------------------------------------------- lanes --
+
+  naiad_frontend::LaneRegistry& lanes() { return lanes_; }
+  LaneShared& lane_shared() { return *lane_shared_; }
+  static constexpr bool lanes_supported() {
+#ifdef NAIAD_HTTP_LANES
+    return true;
+#else
+    return false;
+#endif
   }
 
  private:
@@ -271,7 +409,7 @@ class Server {
         if (tag == kListenTag) {
           accept_all();
         } else if (tag == kOutboxTag) {
-          for (auto& o : outbox_.take()) deliver(o);
+          for (auto& o : outbox_->take()) deliver(o);
         } else {
           auto it = conns_.find(tag);
           if (it == conns_.end()) continue;
@@ -282,6 +420,7 @@ class Server {
           if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(tag);
         }
       }
+      lane_flush_.flush();  // the lanes this burst submitted to decide once
       auto now = std::chrono::steady_clock::now();
       if (now - last_sweep > std::chrono::milliseconds(250)) {
         last_sweep = now;
@@ -303,7 +442,7 @@ class Server {
         }
       }
     }
-    for (auto& o : outbox_.take()) deliver(o);
+    for (auto& o : outbox_->take()) deliver(o);
     std::vector<uint64_t> all;
     for (auto& kv : conns_) all.push_back(kv.first);
     for (auto id : all) close_conn(id);
@@ -539,7 +678,39 @@ class Server {
     c.continue_sent = false;
     c.busy = true;
     if (!req->keep_alive) c.close_after = true;
+    if (try_lane(req)) return;
     inbox_.push(std::move(req));
+  }
+
+  // Hand a framed request to its model's lane when lanes are on, it is a plain binary
+  // infer for a version with a lane, and the lane takes it; false (nothing done) otherwise.
+  bool try_lane(const std::shared_ptr<Request>& req) {
+#ifdef NAIAD_HTTP_LANES
+    if (!lanes_.enabled() || stopping_.load(std::memory_order_relaxed) || req->method != "POST") return false;
+    std::string_view model;
+    std::string version;
+    if (!naiad_http_lane::infer_target(req->target, model, version)) return false;
+    naiad_frontend::LanePtr lane = lanes_.find(model, version);
+    if (!lane) return false;
+    size_t hlen = naiad_http_lane::plain_header_length(req->headers, req->body_len);
+    if (!hlen) return false;
+    const naiad_lane::Schema& schema = lane->schema();
+    auto lr = std::make_unique<LaneRequest>(req, lane_shared_);
+    if (!scratch_) scratch_ = std::make_unique<naiad_http_lane::ParseScratch>();
+    if (!naiad_http_lane::parse_infer(schema, req->buf.data() + req->body_off, req->body_len, hlen, *lr, *scratch_) ||
+        !naiad_lane::admit(schema, *lr))
+      return false;
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lr->arrival_ns = int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    std::unique_ptr<naiad_lane::Request> handed = std::move(lr);
+    if (!lane->submit(handed)) return false;  // declined: `handed` still holds it
+    lane_flush_.touch(lane);
+    return true;
+#else
+    (void)req;
+    return false;
+#endif
   }
 
   int listen_fd_ = -1;
@@ -558,7 +729,13 @@ class Server {
   uint64_t next_id_ = 0;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
   Handoff<std::shared_ptr<Request>> inbox_;
-  Handoff<Out> outbox_;
+  std::shared_ptr<Handoff<Out>> outbox_ = std::make_shared<Handoff<Out>>();
+  naiad_frontend::LaneRegistry lanes_;
+  std::shared_ptr<LaneShared> lane_shared_ = std::make_shared<LaneShared>();
+  naiad_frontend::LaneFlushList lane_flush_;  // the native thread's
+#ifdef NAIAD_HTTP_LANES
+  std::unique_ptr<naiad_http_lane::ParseScratch> scratch_;  // the native thread's
+#endif
   std::thread thread_;
 };
 
@@ -566,28 +743,14 @@ class Server {
 std::string head(int status, py::object headers, long long content_length, bool chunked, bool close) {
   std::string s;
   s.reserve(256);
-  s += "HTTP/1.1 ";
-  s += std::to_string(status);
-  s += ' ';
-  s += reason(status);
-  s += "\r\n";
+  head_start(s, status);
   if (!headers.is_none()) {
     for (auto item : headers) {
       py::tuple kv = item.cast<py::tuple>();
-      s += kv[0].cast<std::string>();
-      s += ": ";
-      s += kv[1].cast<std::string>();
-      s += "\r\n";
+      head_field(s, kv[0].cast<std::string>(), kv[1].cast<std::string>());
     }
   }
-  if (chunked) s += "Transfer-Encoding: chunked\r\n";
-  else {
-    s += "Content-Length: ";
-    s += std::to_string(content_length);
-    s += "\r\n";
-  }
-  if (close) s += "Connection: close\r\n";
-  s += "\r\n";
+  head_end(s, content_length, chunked, close);
   return s;
 }
 
@@ -670,5 +833,32 @@ PYBIND11_MODULE(_native_http, m) {
            [](Server& s, uint64_t conn, bool close) { s.post(Out{conn, OUT_END, "0\r\n\r\n", close}); },
            py::arg("conn"), py::arg("close") = false)
       .def("flush", &Server::flush_replies, "wake the native thread for every reply queued since the last flush")
+      .def_property_readonly_static("lanes_supported", [](py::object) { return Server::lanes_supported(); },
+                                    "built with RapidJSON: plain infer requests can take native lanes")
+      .def(
+          "set_lane",
+          [](Server& s, const std::string& model, const std::string& version, py::object lane) {
+            s.lanes().set(model, version, naiad_frontend::lane_from_capsule(lane.ptr()));
+          },
+          py::arg("model"), py::arg("version"), py::arg("lane"),
+          "publish (a naiad.lane capsule) or withdraw (None) the lane of a model version (\"\": the default)")
+      .def("clear_lanes", [](Server& s) { s.lanes().clear(); }, "forget every lane")
+      .def_property_readonly("lane_count", [](Server& s) { return s.lanes().size(); })
+      .def("set_lanes_enabled", [](Server& s, bool on) { s.lanes().set_enabled(on); },
+           "the gate: while off, every request takes the Python path")
+      .def_property_readonly("lanes_enabled", [](Server& s) { return s.lanes().enabled(); })
+      .def(
+          "set_error_status",
+          [](Server& s, const std::map<int, int>& table) {
+            for (auto& kv : table)
+              if (kv.first >= 0 && kv.first < 8) s.lane_shared().status[kv.first] = kv.second;
+          },
+          "the HTTP status of each error code, for lane answers (services/http/errors.status_for)")
+      .def_property_readonly("lane_served",
+                             [](Server& s) { return s.lane_shared().counters.served.load(); },
+                             "requests answered through a lane")
+      .def_property_readonly("lane_inflight",
+                             [](Server& s) { return s.lane_shared().counters.inflight.load(); },
+                             "requests handed to a lane and not answered yet")
       .def("stop", &Server::stop, py::arg("grace_secs") = 0.0, py::call_guard<py::gil_scoped_release>());
 }

@@ -5,6 +5,12 @@ hand-off queue on the event loop (one eventfd wake-up for every request that arr
 meanwhile) and gives each request — method, path, headers, and the body as a buffer over
 the received bytes — to the same transport-neutral `Router` the aiohttp transport uses.
 The reply goes back as one native call; the native thread writes it.
+
+Native lanes (ext/frontend/lane.h): the models service tells this adapter of its models'
+lanes (`WatchLanes`, through `LaneGate`), and the native thread hands a plain binary
+infer request straight to its model's lane, never waking Python for it. Lanes stay off
+when `native_lanes` is false, header forwarding is configured or the inference API is
+restricted (for good), while tracing is on, and from the first sign of shutdown.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from naiad.ext.lane_gate import LaneGate
 from naiad.ext.native_front import NativeFront
+from naiad.kernel.inference.errors import ErrorCode
 
 from .config import HttpConfig
+from .errors import status_for
 from .router import SHUTTING_DOWN, HttpRequest, HttpResponse, Router, error_response
 
 try:
@@ -51,7 +60,8 @@ class NativeHttpServer(NativeFront):
     that a task's crash is the service's."""
 
     def __init__(self, config: HttpConfig, router: Router, lifecycle: Any, log: Any, traces: Any = None, *,
-                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task], bus: Any = None,
+                 owner: str = "http") -> None:
         super().__init__()
         self.config = config
         self.spawn = spawn
@@ -59,6 +69,9 @@ class NativeHttpServer(NativeFront):
         self.lifecycle = lifecycle
         self.log = log
         self.traces = traces
+        self.bus = bus  # where the models service publishes its lanes (None: no lanes)
+        self.owner = owner
+        self.lanes: LaneGate | None = None
 
     async def start(self) -> int:
         assert _native is not None
@@ -74,10 +87,34 @@ class NativeHttpServer(NativeFront):
             raise OSError(str(exc)) from None
         asyncio.get_running_loop().add_reader(self.server.fileno(), self._drain)
         self.port = self.server.port
+        await self._watch_lanes()
         return self.port
+
+    # ------------------------------------------------------------------ lanes --
+
+    def _lanes_possible(self) -> bool:
+        """What never changes while the server runs: lanes built, wanted, and nothing the
+        Python path does per request configured (header forwarding, a restricted inference
+        API)."""
+        cfg = self.config
+        return (self.bus is not None and cfg.native_lanes and getattr(self.server, "lanes_supported", False)
+                and not cfg.header_forward_pattern and "inference" not in self.router.restrictions)
+
+    def _lanes_allowed(self) -> bool:
+        """What may change: accepting work, and tracing (sampled per request in Python)."""
+        return self.lifecycle.accepting and (self.traces is None or self.traces.tracer is None)
+
+    async def _watch_lanes(self) -> None:
+        if not self._lanes_possible():
+            return
+        self.server.set_error_status({int(code): status_for(code) for code in ErrorCode})
+        self.lanes = LaneGate(self.server, self.bus, self.owner, self._lanes_allowed, self.log)
+        await self.lanes.watch()
 
     def close_listener(self) -> None:
         """No new connections; the open ones are served on (shutdown's first step)."""
+        if self.lanes is not None:
+            self.lanes.drain()
         close = getattr(self.server, "close_listener", None)  # absent from builds before it
         if close is not None:
             close()
@@ -87,10 +124,19 @@ class NativeHttpServer(NativeFront):
         return self.server.connections if self.server is not None else 0
 
     async def stop(self, grace: float = 1.0) -> None:
-        # The kernel drained the work it counts; streamed replies may remain.
+        # The kernel drained the work it counts; streamed replies and answers on lanes
+        # may remain.
+        if self.lanes is not None:
+            grace = await self.lanes.close(grace)
         await self._stop_native(grace, grace)
 
     def _drain(self) -> None:
+        lanes = self.lanes
+        if lanes is not None:
+            if not self.lifecycle.accepting:
+                lanes.drain()
+            else:
+                lanes.check()
         spawn = self.spawn
         tracer = self.traces.tracer if self.traces is not None else None
         recv_ns = time.monotonic_ns() if tracer is not None else 0

@@ -40,7 +40,8 @@ class HttpService(Service):
             reason = native.unsupported_reason(cfg)
             if not reason:
                 self._native = native.NativeHttpServer(cfg, self.router, self.context.lifecycle, self.log,
-                                                       self.context.traces, spawn=self.spawn)
+                                                       self.context.traces, spawn=self.spawn, bus=self.bus,
+                                                       owner=self.name)
                 self.port = await self._native.start()
                 self.context.lifecycle.add_listener(LISTENER, self._native.close_listener,
                                                     lambda native=self._native: native.connections)

@@ -1,0 +1,382 @@
+"""Native lanes on the HTTP front end (ext/frontend/http_lane.h, services/http/native.py):
+a plain binary infer request for a model with a lane is answered without Python, and
+its reply is byte for byte what the Python path sends. Two real servers serve the same
+repository, one with lanes (the default) and one with `native_lanes = false`; each
+request goes to both over raw sockets and tritonclient, and the raw replies must match.
+The lanes-on server runs in this process so that its `lane_served` counter is read."""
+
+from __future__ import annotations
+
+import json
+import socket
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    from naiad.ext import _native_http
+except ImportError as exc:
+    pytest.skip(f"native HTTP front end not built here ({exc})", allow_module_level=True)
+if not _native_http.Server.lanes_supported:
+    pytest.skip("native HTTP front end built without lanes (no RapidJSON)", allow_module_level=True)
+
+import tritonclient.http as httpclient  # noqa: E402
+
+from naiad import Server  # noqa: E402
+from support.models import ADD_SUB_MODEL, write_model  # noqa: E402
+
+TIMEOUT = 10.0
+
+# Refuses every request, in words to escape (json.dumps writes error replies in ASCII).
+REFUSE = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse(error=pb_utils.TritonError('refused: caf\\u00e9 "q" \\U0001f600'))
+                for _ in requests]
+"""
+
+# Sets response parameters of each kind (floats in orjson's two notations, a string to escape).
+WITH_PARAMS = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        params = {"flag": True, "count": -7, "ratio": 0.1, "tiny": 2.5e-05, "huge": 1e16,
+                  "note": "caf\\u00e9 \\"q\\" \\\\ \\n"}
+        return [pb_utils.InferenceResponse(
+            [pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())],
+            parameters=params) for r in requests]
+'''
+
+
+def _config(name: str, inputs: list[tuple[str, str, str]], outputs: list[tuple[str, str, str]],
+            max_batch_size: int = 4, extra: str = "") -> str:
+    def tensors(items: list[tuple[str, str, str]]) -> str:
+        return ", ".join(f'{{ name: "{n}" data_type: {t} dims: {d} }}' for n, t, d in items)
+
+    return textwrap.dedent(f"""
+        name: "{name}"
+        backend: "python"
+        max_batch_size: {max_batch_size}
+        input [ {tensors(inputs)} ]
+        output [ {tensors(outputs)} ]
+        dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
+        """) + extra
+
+
+def _repository(root: Path) -> Path:
+    repo = root / "models"
+    two = [("INPUT0", "TYPE_FP32", "[ -1 ]"), ("INPUT1", "TYPE_FP32", "[ -1 ]")]
+    outs = [(n.replace("IN", "OUT"), t, d) for n, t, d in two]
+    write_model(repo, "lane_add_sub", _config("lane_add_sub", two, outs, extra="version_policy: { all { } }\n"),
+                ADD_SUB_MODEL, versions=(1, 2))
+    write_model(repo, "lane_refuse", _config("lane_refuse", two, outs), REFUSE)
+    one = [("INPUT0", "TYPE_INT32", "[ 2, 3 ]")]
+    write_model(repo, "lane_params", _config("lane_params", one, [("OUTPUT0", "TYPE_INT32", "[ 2, 3 ]")]),
+                WITH_PARAMS)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lane")
+    repo = _repository(root)
+    off_config = root / "off.toml"
+    off_config.write_text("[services.http]\nnative_lanes = false\n")
+    on_config = root / "on.toml"  # lanes on (the default); where traces go when a test turns tracing on
+    on_config.write_text(f'[services.tracing]\ntrace_config = ["triton,file={root / "trace.json"}"]\n')
+    on = Server(repo, services=["http"], config=str(on_config)).start()
+    try:
+        off = Server(repo, services=["http"], config=str(off_config)).start()
+    except BaseException:
+        on.stop()
+        raise
+    try:
+        native = on.kernel.services.get("http")._native  # type: ignore[union-attr]
+        assert native is not None, "the lanes-on server is not on the native transport"
+        deadline = time.monotonic() + TIMEOUT
+        while native.server.lane_count < 7 and time.monotonic() < deadline:  # add_sub 1, 2, ""; 2 x (1, "")
+            time.sleep(0.02)
+        assert native.server.lanes_enabled
+        off_native = off.kernel.services.get("http")._native  # type: ignore[union-attr]
+        assert off_native.server.lane_count == 0 and not off_native.server.lanes_enabled
+        yield on, off, native.server
+    finally:
+        off.stop()
+        on.stop()
+
+
+# ------------------------------------------------------------------ raw HTTP --
+
+
+def infer_bytes(path: str, doc: dict, blobs: list[bytes], *, keep_alive: bool = True, http10: bool = False,
+                headers: dict[str, str] | None = None) -> bytes:
+    header = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    body = header + b"".join(blobs)
+    lines = [f"POST {path} HTTP/{'1.0' if http10 else '1.1'}", "Host: 127.0.0.1",
+             f"Content-Length: {len(body)}", f"Inference-Header-Content-Length: {len(header)}"]
+    if not keep_alive and not http10:
+        lines.append("Connection: close")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def read_reply(f) -> bytes:
+    """One whole HTTP/1.1 reply, as sent (head and Content-Length body)."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = f.readline()
+        if not line:
+            raise ConnectionError(f"connection closed mid-reply: {head!r}")
+        head += line
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + f.read(length)
+
+
+def exchange(port: int, *requests: bytes) -> list[bytes]:
+    """Send `requests` in one write on one connection (pipelined) and read their replies."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"".join(requests))
+        f = sock.makefile("rb")
+        return [read_reply(f) for _ in requests]
+
+
+def both(servers, *requests: bytes) -> tuple[list[bytes], list[bytes], int]:
+    """The replies of the lanes-on and the lanes-off server, and how many the lanes answered."""
+    on, off, native = servers
+    before = native.lane_served
+    got_on = exchange(on.http_port, *requests)
+    got_off = exchange(off.http_port, *requests)
+    return got_on, got_off, native.lane_served - before
+
+
+def add_sub_request(shape: tuple[int, ...], *, request_id: str | None = None, outputs: list[str] | None = None,
+                    version: str = "", seed: int = 0, **kw) -> bytes:
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(shape).astype(np.float32)
+    b = rng.standard_normal(shape).astype(np.float32)
+    doc: dict = {}
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["inputs"] = [{"name": n, "shape": list(shape), "datatype": "FP32",
+                      "parameters": {"binary_data_size": x.nbytes}} for n, x in (("INPUT0", a), ("INPUT1", b))]
+    if outputs is None:
+        doc["parameters"] = {"binary_data_output": True}
+    else:
+        doc["outputs"] = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
+    path = "/v2/models/lane_add_sub" + (f"/versions/{version}" if version else "") + "/infer"
+    return infer_bytes(path, doc, [a.tobytes(), b.tobytes()], **kw)
+
+
+# ------------------------------------------------------------------ same bytes --
+
+IDS = [None, "", "plain-1", 'q"uote\\back/slash', "ünï€😀", "ctl\x01\t\n\x7f"]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4])
+def test_replies_are_byte_identical_across_shapes_and_ids(servers, batch):
+    requests = [add_sub_request((batch, width), request_id=rid, seed=batch * 10 + k)
+                for k, (width, rid) in enumerate(zip((1, 3, 8, 5, 2, 16), IDS))]
+    got_on, got_off, served = both(servers, *requests)
+    assert got_on == got_off
+    assert served == len(requests)
+    for reply in got_on:
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n")
+
+
+def test_requested_outputs_versions_and_connection_close(servers):
+    requests = [
+        add_sub_request((2, 4), outputs=["OUTPUT1"], request_id="one output"),
+        add_sub_request((2, 4), outputs=["OUTPUT1", "OUTPUT0"], seed=1),
+        add_sub_request((1, 4), version="1", seed=2),
+        add_sub_request((1, 4), version="002", seed=3),
+    ]
+    got_on, got_off, served = both(servers, *requests)
+    assert got_on == got_off and served == len(requests)
+    assert b'"model_version":"1"' in got_on[2] and b'"model_version":"2"' in got_on[3]
+    for last in (add_sub_request((1, 2), keep_alive=False), add_sub_request((1, 2), http10=True)):
+        got_on, got_off, served = both(servers, last)
+        assert got_on == got_off and served == 1
+        assert b"\r\nConnection: close\r\n" in got_on[0]
+
+
+def test_response_parameters_and_empty_outputs(servers):
+    x = np.arange(6, dtype=np.int32).reshape(1, 2, 3)
+    doc = {"id": "p", "inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 2, 3],
+                                  "parameters": {"binary_data_size": x.nbytes}}],
+           "parameters": {"binary_data_output": True}}
+    got_on, got_off, served = both(servers, infer_bytes("/v2/models/lane_params/infer", doc, [x.tobytes()]))
+    assert got_on == got_off and served == 1
+    assert b'"tiny":0.000025' in got_on[0] and b'"huge":1e+16' in got_on[0]
+    # Zero-sized tensors: no output bytes, so the reply is JSON alone (as the Python path sends it).
+    empty = add_sub_request((1, 0), request_id="empty")
+    got_on, got_off, served = both(servers, empty)
+    assert got_on == got_off and served == 1
+    assert b"Content-Type: application/json\r\n" in got_on[0]
+
+
+def test_model_errors_are_worded_alike(servers):
+    a = np.ones((1, 2), dtype=np.float32)
+    doc = {"inputs": [{"name": n, "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}
+                      for n in ("INPUT0", "INPUT1")], "parameters": {"binary_data_output": True}}
+    got_on, got_off, served = both(servers, infer_bytes("/v2/models/lane_refuse/infer", doc, [a.tobytes()] * 2))
+    assert got_on == got_off and served == 1
+    status = got_on[0].split(b"\r\n", 1)[0]
+    assert status.startswith(b"HTTP/1.1 4") or status.startswith(b"HTTP/1.1 5"), got_on[0]
+    assert b'{"error":' in got_on[0] and b"caf\\u00e9 \\\"q\\\" \\ud83d\\ude00" in got_on[0]
+
+
+# ------------------------------------------------------------------ declined to Python --
+
+
+def _bad(inputs: list[dict], blobs: list[bytes], outputs: list[dict] | None = None, path: str = "lane_add_sub",
+         **extra) -> bytes:
+    doc: dict = {"inputs": inputs, **extra}
+    if outputs is not None:
+        doc["outputs"] = outputs
+    else:
+        doc.setdefault("parameters", {"binary_data_output": True})
+    return infer_bytes(f"/v2/models/{path}/infer", doc, blobs)
+
+
+def _inp(name: str = "INPUT0", shape=(1, 2), datatype: str = "FP32", size: int | None = None) -> dict:
+    n = size if size is not None else int(np.prod(shape)) * 4
+    return {"name": name, "shape": list(shape), "datatype": datatype, "parameters": {"binary_data_size": n}}
+
+
+_B = b"\0" * 8
+BAD = {
+    "unknown_input": _bad([_inp(), _inp("INPUT9")], [_B, _B]),
+    "wrong_datatype": _bad([_inp(), _inp("INPUT1", datatype="INT32")], [_B, _B]),
+    "wrong_shape": _bad([_inp("INPUT0", shape=(2, 3, 4), datatype="INT32", size=96)], [b"\0" * 96],
+                        path="lane_params"),
+    "wrong_byte_size": _bad([_inp(), _inp("INPUT1", size=4)], [_B, b"\0" * 4]),
+    "missing_input": _bad([_inp()], [_B]),
+    "unknown_output": _bad([_inp(), _inp("INPUT1")], [_B, _B], outputs=[{"name": "OUTPUT7",
+                                                                         "parameters": {"binary_data": True}}]),
+    "batch_over_max": _bad([_inp(shape=(5, 2)), _inp("INPUT1", shape=(5, 2))], [b"\0" * 40] * 2),
+    "batch_mismatch": _bad([_inp(shape=(1, 2)), _inp("INPUT1", shape=(2, 1))], [_B, _B]),
+    "extra_bytes": _bad([_inp(), _inp("INPUT1")], [_B, _B + b"\0"]),
+    "reserved_parameter": _bad([_inp(), _inp("INPUT1")], [_B, _B], parameters={"triton_x": 1}),
+    "json_outputs": _bad([_inp(), _inp("INPUT1")], [_B, _B], parameters={}),
+    "unknown_model": _bad([_inp()], [_B], path="no_such_model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_requests_a_lane_declines_are_answered_by_python_alike(servers, case):
+    got_on, got_off, served = both(servers, BAD[case])
+    assert got_on == got_off
+    assert served == 0
+    if case != "json_outputs":
+        assert not got_on[0].startswith(b"HTTP/1.1 200"), got_on[0]
+
+
+def test_compression_and_query_strings_take_the_python_path(servers):
+    plain = add_sub_request((1, 3), request_id="gz")
+    variants = [add_sub_request((1, 3), headers={"Accept-Encoding": "gzip"}),
+                plain.replace(b"/infer HTTP/1.1", b"/infer?x=1 HTTP/1.1")]
+    got_on, got_off, served = both(servers, *variants)
+    assert got_on == got_off and served == 0
+    assert b"Content-Encoding: gzip" in got_on[0]
+    got_on, got_off, served = both(servers, add_sub_request((1, 3), headers={"Accept-Encoding": "identity"}))
+    assert got_on == got_off and served == 1
+
+
+# ------------------------------------------------------------------ connections --
+
+
+def test_pipelined_requests_on_one_connection(servers):
+    requests = [add_sub_request((1 + k % 4, 2 + k), request_id=f"p{k}", seed=k) for k in range(8)]
+    requests.insert(3, BAD["unknown_input"])  # a Python-path request between lane requests
+    got_on, got_off, served = both(servers, *requests)
+    assert got_on == got_off
+    assert served == len(requests) - 1
+    ids = [r.split(b'"id":"', 1)[1].split(b'"', 1)[0] for r in got_on if b'"id":"' in r]
+    assert ids == [f"p{k}".encode() for k in range(8)]  # in request order
+
+
+def test_a_client_that_leaves_before_its_answer(servers):
+    on, _, native = servers
+    before = native.lane_served
+    for k in range(5):
+        with socket.create_connection(("127.0.0.1", on.http_port), timeout=TIMEOUT) as sock:
+            sock.sendall(add_sub_request((4, 64), seed=k))
+    deadline = time.monotonic() + TIMEOUT
+    while (native.lane_served - before < 5 or native.lane_inflight) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert native.lane_served - before == 5 and native.lane_inflight == 0
+    got = exchange(on.http_port, add_sub_request((1, 2), request_id="after"))
+    assert got[0].startswith(b"HTTP/1.1 200 OK") and b'"id":"after"' in got[0]
+
+
+# ------------------------------------------------------------------ tritonclient --
+
+
+def test_tritonclient_infer_goes_through_the_lane(servers):
+    on, off, native = servers
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.full((3, 4), 0.5, dtype=np.float32)
+    results = {}
+    for name, server in (("on", on), ("off", off)):
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+        try:
+            inputs = [httpclient.InferInput("INPUT0", [3, 4], "FP32"), httpclient.InferInput("INPUT1", [3, 4], "FP32")]
+            inputs[0].set_data_from_numpy(a)
+            inputs[1].set_data_from_numpy(b)
+            before = native.lane_served
+            outs = [httpclient.InferRequestedOutput("OUTPUT0"), httpclient.InferRequestedOutput("OUTPUT1")]
+            r1 = client.infer("lane_add_sub", inputs, request_id="tc")
+            r2 = client.infer("lane_add_sub", inputs, outputs=outs, model_version="1")
+            results[name] = (r1.get_response(), r2.get_response(), native.lane_served - before)
+            np.testing.assert_array_equal(r1.as_numpy("OUTPUT0"), a + b)
+            np.testing.assert_array_equal(r2.as_numpy("OUTPUT1"), a - b)
+        finally:
+            client.close()
+    assert results["on"][:2] == results["off"][:2]
+    assert results["on"][2] == 2 and results["off"][2] == 0
+
+
+# ------------------------------------------------------------------ the gate --
+
+
+def _trace_setting(port: int, body: dict) -> dict:
+    data = json.dumps(body).encode()
+    request = (f"POST /v2/trace/setting HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n\r\n"
+               ).encode() + data
+    reply = exchange(port, request)[0]
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    return json.loads(reply.split(b"\r\n\r\n", 1)[1])
+
+
+def _wait_gate(native, on: bool) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while native.lanes_enabled != on and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert native.lanes_enabled == on
+
+
+def test_tracing_turns_lanes_off_and_back_on(servers):
+    on, _, native = servers
+    _trace_setting(on.http_port, {"trace_level": ["TIMESTAMPS"], "trace_rate": "1"})
+    try:
+        _wait_gate(native, False)  # the gate is looked at every 0.25 s (tracing tells no one)
+        before = native.lane_served
+        got = exchange(on.http_port, add_sub_request((1, 2), request_id="traced"))
+        assert got[0].startswith(b"HTTP/1.1 200 OK") and native.lane_served == before
+    finally:
+        _trace_setting(on.http_port, {"trace_level": ["OFF"]})
+    _wait_gate(native, True)
+    before = native.lane_served
+    exchange(on.http_port, add_sub_request((1, 2)))
+    assert native.lane_served == before + 1
