@@ -210,6 +210,8 @@ class NativeHttpServer(NativeFront):
             request = HttpRequest(req.method, path, CIMultiDictProxy(CIMultiDict(req.headers())),
                                   memoryview(req) if req.body_len else b"", recv_ns=recv_ns)
             response = await self.router.dispatch(request)
+            if self.lanes is not None:  # (it may have changed a trace setting): before the reply leaves
+                self.lanes.check()
             close = not lifecycle.accepting or not req.keep_alive
             if response.stream is not None:
                 await self._stream(conn, response, close)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -370,7 +371,7 @@ def test_tracing_turns_lanes_off_and_back_on(servers):
     on, _, native = servers
     _trace_setting(on.http_port, {"trace_level": ["TIMESTAMPS"], "trace_rate": "1"})
     try:
-        _wait_gate(native, False)  # the gate is looked at every 0.25 s (tracing tells no one)
+        assert not native.lanes_enabled  # off before the setting's reply left
         before = native.lane_served
         got = exchange(on.http_port, add_sub_request((1, 2), request_id="traced"))
         assert got[0].startswith(b"HTTP/1.1 200 OK") and native.lane_served == before
@@ -380,3 +381,32 @@ def test_tracing_turns_lanes_off_and_back_on(servers):
     before = native.lane_served
     exchange(on.http_port, add_sub_request((1, 2)))
     assert native.lane_served == before + 1
+
+
+def test_shutdown_turns_lanes_off_at_its_first_step(tmp_path):
+    server = Server(_repository(tmp_path), services=["http"]).start()
+    try:
+        native = server.kernel.services.get("http")._native.server  # type: ignore[union-attr]
+        _wait_gate(native, True)
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(add_sub_request((1, 2)))
+            assert read_reply(f).startswith(b"HTTP/1.1 200 OK")
+            served = native.lane_served
+            assert served >= 1
+            closed = threading.Event()
+
+            def close_listeners() -> None:  # the kernel's first step at SIGTERM
+                server.kernel.lifecycle.close_listeners()
+                closed.set()
+
+            server._loop.call_soon_threadsafe(close_listeners)
+            assert closed.wait(TIMEOUT)
+            assert not native.lanes_enabled
+            # The open connection is still served, by the Python path now.
+            sock.sendall(add_sub_request((1, 2), request_id="late"))
+            reply = read_reply(f)
+            assert reply.startswith(b"HTTP/1.1 200 OK") and b'"id":"late"' in reply
+            assert native.lane_served == served
+    finally:
+        server.stop()
