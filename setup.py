@@ -109,6 +109,13 @@ def generate_protos() -> None:
 
 # ------------------------------------------------------------------ native --
 
+def _native_headers() -> list[str]:
+    """The headers the C++ modules share (frontend/, lane/): a change to one rebuilds every
+    module (build_ext compares only the sources' times otherwise, and the lane's classes
+    must have one layout in every module)."""
+    return sorted(str(h.relative_to(ROOT)) for d in ("frontend", "lane") for h in (ROOT / "ext" / d).glob("*.h"))
+
+
 def _extensions() -> list[Extension]:
     import numpy
     import pybind11
@@ -146,6 +153,7 @@ def _extensions() -> list[Extension]:
                 f"naiad.ext.{cpp.stem}",
                 [str(cpp.relative_to(ROOT))],
                 include_dirs=[pybind11.get_include(), str(ROOT / "ext")],
+                depends=_native_headers(),
                 language="c++",
                 extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"],
             )
@@ -264,6 +272,7 @@ def _optional_extensions(copt: list[str]) -> list[Extension]:
             [str(source.relative_to(ROOT))],
             include_dirs=include_dirs,
             define_macros=macros,
+            depends=_native_headers(),
             language="c++",
             extra_compile_args=copt + ["-std=c++17", "-fvisibility=hidden"] + cflags,
             extra_link_args=libs + ["-pthread"],

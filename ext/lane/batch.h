@@ -168,6 +168,32 @@ class LaneBatch {
     return py::make_tuple(ok, ok_ns, bad, bad_ns, std::move(ms));
   }
 
+  // Answer the requests whose clients cancelled (Request::cancelled) with `code` and
+  // `message` and leave them out of the batch; returns how many. (Before execution, as
+  // the Python scheduler skips a request cancelled while queued.)
+  int64_t drop_cancelled(int code, const std::string& message) {
+    int64_t n = 0;
+    Result res;
+    res.error = code;
+    res.message = message;
+    if (schema_) {
+      res.model = schema_->model;
+      res.version = schema_->version;
+    }
+    std::vector<std::unique_ptr<Request>> live;
+    live.reserve(reqs_.size());
+    for (auto& r : reqs_) {
+      if (r && r->cancelled()) {
+        r->complete(res);
+        ++n;
+      } else if (r) {
+        live.push_back(std::move(r));
+      }
+    }
+    reqs_.swap(live);
+    return n;
+  }
+
   // Answer every request still here with one error (the execution failed as a whole, the
   // stub died, the model is unloading). Returns (answered, their total ns). Needs no GIL.
   std::pair<int64_t, int64_t> fail(int code, const std::string& message) {

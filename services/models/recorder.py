@@ -144,6 +144,12 @@ class StatsRecorder:
             if add_compute is not None:
                 add_compute(ci, cf, co)
 
+    def skipped(self, reason: str, count: int = 1) -> None:
+        """Requests answered without reaching their model (`Skipped`): counted only in the
+        failure metric, under CANCELED or REJECTED (see request_done)."""
+        s = self.stats
+        s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + count
+
     def lane_executed(self, times: ExecutionTimes, batch_size: int, count: int, queue_ns: int,
                       summary: tuple[int, int, int, int, list[int]]) -> None:
         """One execution of `count` lane requests (ext/lane/batch.h), counted as `executed`

@@ -294,6 +294,7 @@ class Scheduler:
             p.sink.finish(Skipped.unavailable("Request timeout expired"))
         if lane_expired:
             self._lane_batch(lane_expired).fail(int(ErrorCode.UNAVAILABLE), "Request timeout expired")
+            self.recorder.skipped("REJECTED", len(lane_expired))
         mine = None
         for handles in batches:
             if handles[0] >= _LANE_BASE:  # a batch is all lane requests or none (ext/_batcher shape keys)
@@ -420,9 +421,15 @@ class Scheduler:
     async def _run_lane(self, instance: Any, lane_batch: Any) -> None:
         """A batch of lane requests: they are answered natively; the statistics count it
         as `executed` counts a Python batch."""
-        queue_ns = lane_batch.waited_ns(time.monotonic_ns())
-        batch_size, count = lane_batch.batch_size, len(lane_batch)
         try:
+            # As _run: a request cancelled while queued is answered, counted only as CANCELED.
+            dropped = lane_batch.drop_cancelled(int(ErrorCode.CANCELLED), "request cancelled before execution")
+            if dropped:
+                self.recorder.skipped("CANCELED", dropped)
+                if not len(lane_batch):
+                    return
+            queue_ns = lane_batch.waited_ns(time.monotonic_ns())
+            batch_size, count = lane_batch.batch_size, len(lane_batch)
             times, summary = await instance.execute_lane(lane_batch)
             self.recorder.lane_executed(times, batch_size, count, queue_ns, summary)
         except Exception as exc:  # a bug: the clients still get an answer
