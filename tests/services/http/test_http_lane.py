@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 try:
     from naiad.ext import _native_http
@@ -27,6 +28,7 @@ if not _native_http.Server.lanes_supported:
 import tritonclient.http as httpclient  # noqa: E402
 
 from naiad import Server  # noqa: E402
+from support.fuzzing import exchange as fuzz_exchange, responses as fuzz_responses, run_target  # noqa: E402
 from support.models import ADD_SUB_MODEL, write_model  # noqa: E402
 
 TIMEOUT = 10.0
@@ -418,3 +420,70 @@ def test_shutdown_turns_lanes_off_at_its_first_step(tmp_path):
             assert native.lane_served == served
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------ differential fuzz --
+
+
+@st.composite
+def near_plain_requests(draw) -> bytes:
+    """An infer request for lane_add_sub in the plain binary form, each part of it a little
+    off now and then (one time in `ODDS`): names, datatypes, shapes, sizes, ids, outputs,
+    parameters, extra keys, the header length, the version."""
+    def odd() -> bool:
+        return draw(st.integers(0, ODDS - 1)) == 0
+
+    def pick(plain, *others):
+        return draw(st.sampled_from(others)) if odd() else plain
+
+    batch, width = draw(st.integers(1, 4)), draw(st.integers(0, 5))
+    batch = pick(batch, 0, 5, 6)
+    inputs, payload = [], b""
+    for name in pick(["INPUT0", "INPUT1"], ["INPUT1", "INPUT0"], ["INPUT0"], ["INPUT0", "INPUT0"],
+                     ["INPUT0", "INPUT1", "INPUT2"]):
+        shape = pick([batch, width], [batch], [batch, width, 1], [width], [batch, -1])
+        datatype = pick("FP32", "INT32", "FP64", "fp32")
+        n = int(np.prod([max(d, 0) for d in shape])) * (8 if datatype == "FP64" else 4)
+        data = draw(st.binary(min_size=n, max_size=n))
+        size: object = pick(len(data), len(data) + 1, max(len(data) - 1, 0), -1, 1.0, "8", None)
+        tensor: dict = {"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": size}}
+        if odd():
+            tensor[draw(st.sampled_from(["data", "x"]))] = [1]
+        inputs.append(tensor)
+        payload += data
+    doc: dict = {}
+    if draw(st.booleans()):
+        doc["id"] = draw(st.text(max_size=8)) if not odd() else draw(st.integers(0, 3))
+    doc["inputs"] = inputs
+    if draw(st.booleans()):
+        doc["outputs"] = [{"name": o, "parameters": {"binary_data": pick(True, False, 1)}}
+                          for o in pick(["OUTPUT0"], ["OUTPUT1", "OUTPUT0"], ["OUTPUT2"], ["OUTPUT0", "OUTPUT0"])]
+    if "outputs" not in doc or odd():
+        doc["parameters"] = pick({"binary_data_output": True}, {"binary_data_output": False}, {"priority": 1}, {})
+    header = json.dumps(doc, ensure_ascii=draw(st.booleans())).encode()
+    hlen = pick(len(header), len(header) - 1, len(header) + 1, 0)
+    version = pick("", "/versions/1", "/versions/2", "/versions/3", "/versions/02")
+    body = header + payload
+    return (f"POST /v2/models/lane_add_sub{version}/infer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\nInference-Header-Content-Length: {hlen}\r\n\r\n").encode() + body
+
+
+ODDS = 16
+
+
+def test_fuzz_lane_and_python_answer_alike(servers):
+    """Every input (and its byte-level mutations) gets the same first reply from both
+    servers. (Only the first: when a mutation leaves bytes after a request on a half-closed
+    connection, whether they are answered too depends on whether the reply or the client's
+    FIN reaches the native thread first, lanes or not.)"""
+    on, off, native = servers
+    before = native.lane_served
+
+    def check(raw: bytes) -> None:
+        got_on, closed_on = fuzz_exchange(on.http_port, raw, TIMEOUT)
+        got_off, closed_off = fuzz_exchange(off.http_port, raw, TIMEOUT)
+        assert closed_on and closed_off, (got_on[:300], got_off[:300])
+        assert fuzz_responses(got_on)[:1] == fuzz_responses(got_off)[:1], (got_on[:600], got_off[:600])
+
+    run_target("http-lane-differential", near_plain_requests(), check, 320)
+    assert native.lane_served - before >= 5  # the lanes took their share (the plain bases)
