@@ -487,3 +487,65 @@ def test_fuzz_lane_and_python_answer_alike(servers):
 
     run_target("http-lane-differential", near_plain_requests(), check, 320)
     assert native.lane_served - before >= 5  # the lanes took their share (the plain bases)
+
+
+# ------------------------------------------------------------------ concurrency --
+
+
+def _outputs(reply: bytes) -> dict[str, np.ndarray]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK"), reply[:300]
+    hlen = int(head.split(b"Inference-Header-Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+    doc, offset, out = json.loads(body[:hlen]), hlen, {}
+    for o in doc["outputs"]:
+        n = o["parameters"]["binary_data_size"]
+        out[o["name"]] = np.frombuffer(body[offset:offset + n], dtype=np.float32).reshape(o["shape"])
+        offset += n
+    return out
+
+
+def test_concurrent_clients_get_their_own_answers(servers):
+    """Requests of many connections at once are batched together on the lane and each
+    answer goes back to its own connection."""
+    on, _, native = servers
+    before = native.lane_served
+    clients, per_client = 8, 20
+    errors: list[BaseException] = []
+
+    def client(k: int) -> None:
+        try:
+            rng = np.random.default_rng(k)
+            with socket.create_connection(("127.0.0.1", on.http_port), timeout=TIMEOUT) as sock:
+                f = sock.makefile("rb")
+                for i in range(per_client):
+                    shape = (int(rng.integers(1, 5)), 3)
+                    a = np.full(shape, k * 1000 + i, dtype=np.float32)
+                    b = rng.standard_normal(shape).astype(np.float32)
+                    doc = {"id": f"{k}-{i}", "inputs": [
+                        {"name": n, "shape": list(shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+                        for n, x in (("INPUT0", a), ("INPUT1", b))], "parameters": {"binary_data_output": True}}
+                    sock.sendall(infer_bytes("/v2/models/lane_add_sub/infer", doc, [a.tobytes(), b.tobytes()]))
+                    reply = read_reply(f)
+                    assert f'"id":"{k}-{i}"'.encode() in reply, reply[:200]
+                    out = _outputs(reply)
+                    np.testing.assert_array_equal(out["OUTPUT0"], a + b)
+                    np.testing.assert_array_equal(out["OUTPUT1"], a - b)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def counts() -> tuple[int, int]:
+        reply = exchange(on.http_port, b"GET /v2/models/lane_add_sub/versions/2/stats HTTP/1.1\r\nHost: t\r\n\r\n")[0]
+        stats = json.loads(reply.split(b"\r\n\r\n", 1)[1])["model_stats"][0]
+        return stats["inference_count"], stats["execution_count"]
+
+    inferences, executions = counts()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 3)
+    assert not errors, errors[0]
+    assert native.lane_served - before == clients * per_client
+    after = counts()
+    assert after[0] - inferences >= clients * per_client  # (batch sizes summed)
+    assert after[1] - executions < clients * per_client  # some executions took several requests
