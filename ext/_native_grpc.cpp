@@ -44,6 +44,7 @@
 
 #include "frontend/handoff.h"
 #include "frontend/lane.h"
+#include "frontend/lane_registry.h"
 #include "frontend/wire.h"
 
 namespace py = pybind11;
@@ -237,8 +238,7 @@ struct LaneShared {
   std::mutex mu;
   Server* server = nullptr;
   std::map<int, int> codes;  // naiad ErrorCode -> grpc status code (set from Python)
-  std::atomic<int64_t> served{0};    // calls handed to a lane, ever
-  std::atomic<int64_t> inflight{0};  // handed to a lane and not answered yet
+  naiad_frontend::LaneCounters counters;
 };
 
 // A ModelInfer call on a lane: owns the received message (the inputs are views over it)
@@ -253,12 +253,12 @@ class LaneCall final : public naiad_lane::Request {
 
   void count() {
     counted = true;
-    shared->inflight.fetch_add(1, std::memory_order_relaxed);
+    shared->counters.inflight.fetch_add(1, std::memory_order_relaxed);
   }
   void uncount() {
     if (counted) {
       counted = false;
-      shared->inflight.fetch_sub(1, std::memory_order_relaxed);
+      shared->counters.inflight.fetch_sub(1, std::memory_order_relaxed);
     }
   }
 
@@ -349,42 +349,20 @@ class Server {
   // ---------------------------------------------------------------- the lane registry --
   // Written by Python, read by the native thread for every parsed ModelInfer call.
 
-  void set_lane(const std::string& model, const std::string& version, std::shared_ptr<naiad_lane::Lane> lane) {
-    std::lock_guard<std::mutex> g(lanes_mu_);
-    if (lane) lanes_[{model, version}] = std::move(lane);
-    else lanes_.erase({model, version});
-  }
-  void clear_lanes() {
-    std::map<std::pair<std::string, std::string>, std::shared_ptr<naiad_lane::Lane>> old;
-    std::lock_guard<std::mutex> g(lanes_mu_);
-    old.swap(lanes_);
-  }
-  size_t lane_count() {
-    std::lock_guard<std::mutex> g(lanes_mu_);
-    return lanes_.size();
-  }
-  void set_lanes_enabled(bool on) { lanes_enabled_.store(on, std::memory_order_relaxed); }
-  bool lanes_enabled() const { return lanes_enabled_.load(std::memory_order_relaxed); }
+  naiad_frontend::LaneRegistry& lanes() { return lanes_; }
   void set_error_codes(const std::map<int, int>& codes) {
     std::lock_guard<std::mutex> g(lane_shared_->mu);
     lane_shared_->codes = codes;
   }
-  int64_t lane_served() const { return lane_shared_->served.load(std::memory_order_relaxed); }
-  int64_t lane_inflight() const { return lane_shared_->inflight.load(std::memory_order_relaxed); }
+  int64_t lane_served() const { return lane_shared_->counters.served.load(std::memory_order_relaxed); }
+  int64_t lane_inflight() const { return lane_shared_->counters.inflight.load(std::memory_order_relaxed); }
 
   // The native thread: hand a parsed ModelInfer call to its model's lane. False (nothing
   // done) when lanes are off, the model version has none, or the request is not certainly
   // valid for it: the call then goes to Python.
   bool try_lane(const std::shared_ptr<Call>& call, const grpc::Slice& data, const Parsed& p) {
-    if (!lanes_enabled_.load(std::memory_order_relaxed)) return false;
-    std::shared_ptr<naiad_lane::Lane> lane;
-    {
-      std::lock_guard<std::mutex> g(lanes_mu_);
-      if (lanes_.empty()) return false;
-      auto it = lanes_.find({p.model, p.version});
-      if (it == lanes_.end()) return false;
-      lane = it->second;
-    }
+    naiad_frontend::LanePtr lane = lanes_.find(p.model, p.version);
+    if (!lane) return false;
     const naiad_lane::Schema& s = lane->schema();
     auto req = std::make_unique<LaneCall>(call, data, lane_shared_);
     req->id = p.id;
@@ -418,10 +396,9 @@ class Server {
       lc->uncount();
       return false;
     }
-    lane_shared_->served.fetch_add(1, std::memory_order_relaxed);
-    for (auto& l : touched_)
-      if (l == lane) return true;
-    touched_.push_back(std::move(lane));
+    lane_shared_->counters.served.fetch_add(1, std::memory_order_relaxed);
+    touched_.touch(lane);
+    to_flush_ = true;
     return true;
   }
 
@@ -436,7 +413,7 @@ class Server {
     }
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                          gpr_time_from_millis(int64_t(grace_secs * 1000), GPR_TIMESPAN));
-    lanes_enabled_.store(false);
+    lanes_.set_enabled(false);
     server_->Shutdown(deadline);
     {
       std::lock_guard<std::mutex> g(lane_shared_->mu);
@@ -449,7 +426,7 @@ class Server {
     cq_->Shutdown();
     if (thread_.joinable()) thread_.join();
     actions_.clear();
-    clear_lanes();
+    lanes_.clear();
   }
 
   void accept() {
@@ -474,21 +451,17 @@ class Server {
     }
   }
 
-  // The lanes submitted to since the last drain of the completion queue decide now.
-  void flush_lanes() {
-    for (auto& l : touched_) l->flush();
-    touched_.clear();
-  }
 
   void run() {
     void* tag;
     bool ok;
     for (;;) {
       // Block while no lane waits for a flush; else poll, and flush once the queue is drained.
-      gpr_timespec until = touched_.empty() ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : gpr_time_0(GPR_CLOCK_MONOTONIC);
+      gpr_timespec until = to_flush_ ? gpr_time_0(GPR_CLOCK_MONOTONIC) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
       grpc::CompletionQueue::NextStatus st = cq_->AsyncNext(&tag, &ok, until);
-      if (st == grpc::CompletionQueue::TIMEOUT) {
-        flush_lanes();
+      if (st == grpc::CompletionQueue::TIMEOUT) {  // drained: the lanes submitted to decide now
+        touched_.flush();
+        to_flush_ = false;
         continue;
       }
       if (st == grpc::CompletionQueue::SHUTDOWN) break;
@@ -505,7 +478,7 @@ class Server {
       Tag* t = static_cast<Tag*>(tag);
       t->call->on(t->op, ok);
     }
-    flush_lanes();
+    touched_.flush();
   }
 
   int port_ = 0;
@@ -523,10 +496,9 @@ class Server {
   int wake_tag_ = 0;
   uint64_t next_id_ = 0;
   std::shared_ptr<LaneShared> lane_shared_ = std::make_shared<LaneShared>();
-  std::mutex lanes_mu_;
-  std::map<std::pair<std::string, std::string>, std::shared_ptr<naiad_lane::Lane>> lanes_;
-  std::atomic<bool> lanes_enabled_{false};
-  std::vector<std::shared_ptr<naiad_lane::Lane>> touched_;  // (the native thread only)
+  naiad_frontend::LaneRegistry lanes_;
+  naiad_frontend::LaneFlushList touched_;  // (the native thread only)
+  bool to_flush_ = false;                  // touched_ holds lanes (the native thread only)
 };
 
 grpc::Slice contiguous(const grpc::ByteBuffer& buf) {
@@ -855,22 +827,15 @@ PYBIND11_MODULE(_native_grpc, m) {
       .def(
           "set_lane",
           [](Server& s, const std::string& model, const std::string& version, py::object capsule) {
-            std::shared_ptr<naiad_lane::Lane> lane;
-            if (!capsule.is_none()) {
-              if (!PyCapsule_IsValid(capsule.ptr(), naiad_lane::kCapsuleName))
-                throw py::type_error(std::string("expected a ") + naiad_lane::kCapsuleName + " capsule or None");
-              lane = *static_cast<std::shared_ptr<naiad_lane::Lane>*>(
-                  PyCapsule_GetPointer(capsule.ptr(), naiad_lane::kCapsuleName));
-            }
-            s.set_lane(model, version, std::move(lane));
+            s.lanes().set(model, version, naiad_frontend::lane_from_capsule(capsule.ptr()));
           },
           py::arg("model"), py::arg("version"), py::arg("lane"),
           "serve ModelInfer calls for (model, version) on `lane` (a naiad.lane capsule; version \"\": the "
           "calls that name none); None removes it")
-      .def("clear_lanes", &Server::clear_lanes)
-      .def_property_readonly("lane_count", &Server::lane_count)
-      .def("set_lanes_enabled", &Server::set_lanes_enabled, py::arg("enabled"))
-      .def_property_readonly("lanes_enabled", &Server::lanes_enabled)
+      .def("clear_lanes", [](Server& s) { s.lanes().clear(); })
+      .def_property_readonly("lane_count", [](Server& s) { return s.lanes().size(); })
+      .def("set_lanes_enabled", [](Server& s, bool on) { s.lanes().set_enabled(on); }, py::arg("enabled"))
+      .def_property_readonly("lanes_enabled", [](Server& s) { return s.lanes().enabled(); })
       .def("set_error_codes", &Server::set_error_codes, py::arg("codes"),
            "{naiad ErrorCode: grpc status code} for the errors lanes answer")
       .def_property_readonly("lane_served", &Server::lane_served, "ModelInfer calls answered through lanes")

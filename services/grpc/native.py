@@ -10,10 +10,10 @@ restricted protocols, header forwarding or tracing are on, arrives as its serial
 bytes and is parsed with the generated protobuf classes by the servicer's own handler.
 
 Native lanes (ext/frontend/lane.h): the models service tells this adapter of its models'
-lanes (`WatchLanes`), and the native thread hands a plain ModelInfer call straight to its
-model's lane, never waking Python for it. The gate (`_gate`) keeps lanes off whenever the
-servicer's fast path is off (tracing, restricted protocols, header forwarding), when
-`native_lanes` is false, and from the first sign of shutdown.
+lanes (`WatchLanes`, through `LaneGate`), and the native thread hands a plain ModelInfer
+call straight to its model's lane, never waking Python for it. Lanes stay off when
+`native_lanes` is false, go off whenever the servicer's fast path is off (tracing,
+restricted protocols, header forwarding), and for good from the first sign of shutdown.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Any, Callable, Coroutine
 
 import grpc
 
+from naiad.ext.lane_gate import LaneGate
 from naiad.ext.native_front import NativeFront
 from naiad.kernel.inference.errors import InferenceError
-from naiad.kernel.inference.messages import SubmitInfer, UnwatchLanes, WatchLanes
+from naiad.kernel.inference.messages import SubmitInfer
 from naiad.kernel.inference.request_model import build_request
 from naiad.kernel.inference.types import InferenceRequest, InferenceResponse, RequestedOutput, ResponseSink, Tensor
 from naiad.protos import grpc_service_pb2 as pb
@@ -51,9 +52,6 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _STATUS = {code: grpc.StatusCode[name].value[0] for code, name in convert.GRPC_CODE_NAME.items()}
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 _UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
-# How often the lane gate is looked at while no call wakes the loop (tracing may be
-# switched on from the other protocol, which tells no one).
-_GATE_SECS = 0.25
 
 
 def available() -> bool:
@@ -166,9 +164,7 @@ class NativeGrpcServer(NativeFront):
         name, req_type, serializer = HEALTH_RPC
         self._handlers[HEALTH_CHECK] = (servicer.handler(name), req_type, serializer, name)
         self._infer = None
-        self._watching = False  # the models service tells us of its lanes
-        self._draining = False
-        self._gate_timer: asyncio.TimerHandle | None = None
+        self.lanes: LaneGate | None = None  # while the models service tells us of its lanes
 
     async def start(self, key: bytes = b"", cert: bytes = b"", root: bytes | None = None) -> int:
         assert _native is not None
@@ -195,77 +191,37 @@ class NativeGrpcServer(NativeFront):
     # ------------------------------------------------------------------ lanes --
 
     async def _watch_lanes(self) -> None:
-        bus = self.servicer.bus
-        if not self.config.native_lanes or not bus.has_handler(WatchLanes):
+        if not self.config.native_lanes:
             return
-        await bus.request(WatchLanes(self.owner, self._on_lane))
-        self._watching = True
-        self._gate()
+        self.lanes = LaneGate(self.server, self.servicer.bus, self.owner, self._lanes_allowed, self.log)
+        await self.lanes.watch()
 
-    def _on_lane(self, model: str, version: str, lane: Any) -> None:
-        """The models service opened, replaced or closed (None) a lane."""
-        if self.server is not None and (lane is None or not self._draining):
-            self.server.set_lane(model, version, lane)
-
-    def _gate(self) -> None:
-        """Lanes on exactly while every plain ModelInfer call may skip Python; looked at on
-        every wake-up of the adapter and every `_GATE_SECS`."""
-        server = self.server
-        on = (self._watching and not self._draining and self.servicer.lifecycle.accepting
-              and self.servicer.infer_fast_path())
-        if on != server.lanes_enabled:
-            server.set_lanes_enabled(on)
-        if self._watching and not self._draining and self._gate_timer is None:
-            self._gate_timer = asyncio.get_running_loop().call_later(_GATE_SECS, self._gate_tick)
-
-    def _gate_tick(self) -> None:
-        self._gate_timer = None
-        self._gate()
+    def _lanes_allowed(self) -> bool:
+        """Whether every plain ModelInfer call may skip Python now."""
+        return self.servicer.lifecycle.accepting and self.servicer.infer_fast_path()
 
     def drain(self) -> None:
         """Shutdown began: every call takes the Python path (which refuses new work)."""
-        self._draining = True
-        if self.server is not None:
-            self.server.set_lanes_enabled(False)
-
-    async def _unwatch_lanes(self, grace: float) -> float:
-        """Lanes off and forgotten once the calls on them are answered (up to `grace`);
-        returns what is left of the grace."""
-        self.drain()
-        if self._gate_timer is not None:
-            self._gate_timer.cancel()
-            self._gate_timer = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        server = self.server
-        while server.lane_inflight > 0 and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-        if self._watching:
-            self._watching = False
-            try:
-                await self.servicer.bus.request(UnwatchLanes(self.owner))
-            except Exception as exc:  # the models service may be gone already
-                self.log.debug("gRPC: UnwatchLanes: %s", exc)
-        server.clear_lanes()
-        # (the tests read it: how many calls never reached Python)
-        self.log.info("gRPC: %d ModelInfer call(s) answered on native lanes", server.lane_served)
-        return max(0.0, deadline - loop.time())
+        if self.lanes is not None:
+            self.lanes.drain()
 
     async def stop(self, grace: float) -> None:
         # Open streams finish once their requests are answered (the servicer's drain woke
         # them); unary calls were drained by the kernel: wait up to the grace for them.
         # Then new calls are refused; the calls already started are answered (refused
         # UNAVAILABLE by now, the loop goes on taking them) rather than cancelled.
-        if self.server is not None:
-            grace = await self._unwatch_lanes(grace)
+        if self.lanes is not None:
+            grace = await self.lanes.close(grace)
+        if self.server is not None:  # (the tests read it: how many calls never reached Python)
+            self.log.info("gRPC: %d ModelInfer call(s) answered on native lanes", self.server.lane_served)
         await self._stop_native(grace, _LAST_ANSWERS_SECS)
 
     # ------------------------------------------------------------------ the hand-off --
 
     def _drain(self) -> None:
         fast = self.servicer.infer_fast_path()
-        if self._watching:
-            self._gate()
+        if self.lanes is not None:
+            self.lanes.check()
         spawn = self._spawn
         for event in self.server.take():
             kind = event.kind
@@ -360,8 +316,8 @@ class NativeGrpcServer(NativeFront):
             self._sent()
         except Exception as exc:
             self._fail(event, exc, name)
-        if self._watching:  # (a trace setting may have changed)
-            self._gate()
+        if self.lanes is not None:  # (a trace setting may have changed)
+            self.lanes.check()
 
     async def _stream(self, stream: _StreamCall) -> None:
         event = stream.event
