@@ -29,6 +29,9 @@ class LaneGate:
         self.watching = False
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
+        self._held = 0  # lane requests counted in `_lifecycle`'s in-flight work (hold_inflight)
+        self._lifecycle: Any = None
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     async def watch(self) -> None:
         """Hear of the lanes (nothing happens where no service publishes them)."""
@@ -65,6 +68,30 @@ class LaneGate:
             self._timer.cancel()
             self._timer = None
 
+    def hold_inflight(self, lifecycle: Any) -> None:
+        """Shutdown's drain waits for `lifecycle.inflight` (and counts what its timeout cuts
+        off): count the requests on lanes there until each is answered, as nothing else
+        sees them. Call after `drain()` (no lane takes new requests then)."""
+        self._lifecycle = lifecycle
+        held = max(0, int(self.server.lane_inflight))
+        for _ in range(held):
+            lifecycle.enter()
+        self._held += held
+        if self._held and self._hold_timer is None:
+            self._release()
+
+    def _release(self, keep: int | None = None) -> None:
+        """Leave for every held request answered since (all of them with `keep` 0)."""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        self._hold_timer = None
+        now = max(0, int(self.server.lane_inflight)) if keep is None else keep
+        while self._held > now:
+            self._held -= 1
+            self._lifecycle.leave()
+        if self._held:
+            self._hold_timer = asyncio.get_running_loop().call_later(0.005, self._release)
+
     async def close(self, grace: float) -> float:
         """Lanes off; wait up to `grace` for the requests on them to be answered, then stop
         watching and forget the lanes. Returns what is left of `grace`."""
@@ -80,4 +107,6 @@ class LaneGate:
             except Exception as exc:  # the models service may be gone already
                 self.log.debug("%s: UnwatchLanes: %s", self.owner, exc)
         self.server.clear_lanes()
+        if self._held:
+            self._release(keep=0)  # (the kernel's drain is over by now)
         return max(0.0, deadline - loop.time())

@@ -201,9 +201,11 @@ class NativeGrpcServer(NativeFront):
         return self.servicer.lifecycle.accepting and self.servicer.infer_fast_path()
 
     def drain(self) -> None:
-        """Shutdown began: every call takes the Python path (which refuses new work)."""
+        """Shutdown began: every call takes the Python path (which refuses new work); the
+        kernel's drain waits for the calls on lanes too."""
         if self.lanes is not None:
             self.lanes.drain()
+            self.lanes.hold_inflight(self.servicer.lifecycle)
 
     async def stop(self, grace: float) -> None:
         # Open streams finish once their requests are answered (the servicer's drain woke

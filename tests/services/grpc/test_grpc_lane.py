@@ -372,6 +372,31 @@ def test_client_gone_before_its_answer(servers):
     _still_serves(on)
 
 
+def test_shutdown_waits_for_calls_on_lanes(tmp_path):
+    """SIGTERM while a call is on a lane: the kernel's drain counts it and waits for its
+    answer; calls after the drain began take Python, which refuses them."""
+    repo = tmp_path / "models"
+    write_model(repo, "lanes", LANES_CONFIG.strip() + "\n", LANES_MODEL)
+    proc = NaiadProcess(tmp_path / "server", ["--model-repository", str(repo)])
+    proc.start()
+    try:
+        done: queue.Queue = queue.Queue()
+        with grpcclient.InferenceServerClient(proc.grpc_address) as client:
+            client.async_infer("lanes", _sleepy_inputs(), callback=lambda result, error: done.put((result, error)),
+                               request_id="drained")
+            time.sleep(0.15)
+            proc.signal()
+            result, error = done.get(timeout=TIMEOUT)
+            assert error is None, error
+            assert result.as_numpy("ECHO").tolist() == [[-2]]
+        assert proc.wait(30) == 0
+        logs = proc.logs()
+        assert "Found 1 live models and 1 in-flight" in logs, logs
+        assert "gRPC: 1 ModelInfer call(s) answered on native lanes" in logs
+    finally:
+        proc.kill_if_running()
+
+
 # ------------------------------------------------------------------ what lanes leave alone --
 
 def test_stream_is_untouched_by_lanes(servers):
