@@ -2,8 +2,10 @@
 models service for its lanes (`WatchLanes`), forwards each one to the native server
 (`set_lane`), and keeps the server's global gate (`set_lanes_enabled`) right — on exactly
 while a plain infer request may skip Python (`allowed()`, looked at on every call of
-`check()` and every `period` seconds, as a setting such as tracing may be switched on from
-elsewhere and tells no one), off for good from the first sign of shutdown (`drain()`).
+`check()`, at every service state change (the tracing service installs its tracer as it
+starts, after the front ends) and every `period` seconds, as a setting such as tracing may
+be switched on from elsewhere and tells no one), off for good from the first sign of
+shutdown (`drain()`).
 
 The native server exposes `set_lane(model, version, capsule_or_None)`, `clear_lanes()`,
 `set_lanes_enabled(bool)`, `lanes_enabled` and `lane_inflight`.
@@ -15,6 +17,7 @@ import asyncio
 from typing import Any, Callable
 
 from naiad.kernel.inference.messages import UnwatchLanes, WatchLanes
+from naiad.kernel.messages import ServiceStateChanged
 
 
 class LaneGate:
@@ -32,6 +35,8 @@ class LaneGate:
         self._held = 0  # lane requests counted in `_lifecycle`'s in-flight work (hold_inflight)
         self._lifecycle: Any = None
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._states: Any = None  # the ServiceStateChanged subscription while watching
+        self._follower: asyncio.Task | None = None
 
     async def watch(self) -> None:
         """Hear of the lanes (nothing happens where no service publishes them)."""
@@ -39,7 +44,13 @@ class LaneGate:
             return
         await self.bus.request(WatchLanes(self.owner, self._on_lane))
         self.watching = True
+        self._states = self.bus.subscribe(ServiceStateChanged, maxsize=64, overflow="drop_oldest")
+        self._follower = asyncio.get_running_loop().create_task(self._follow(self._states))
         self.check()
+
+    async def _follow(self, states: Any) -> None:
+        async for _ in states:  # ends when drain() closes it
+            self.check()
 
     def _on_lane(self, model: str, version: str, lane: Any) -> None:
         """The models service opened, replaced or closed (None) a lane."""
@@ -67,6 +78,9 @@ class LaneGate:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._states is not None:
+            self._states.close()
+            self._states = None
 
     def hold_inflight(self, lifecycle: Any) -> None:
         """Shutdown's drain waits for `lifecycle.inflight` (and counts what its timeout cuts
