@@ -11,7 +11,7 @@
 // A connection carries one request at a time: bytes of a pipelined next request wait in
 // its buffer until the reply to the current one is queued.
 //
-// Native lanes (frontend/lane.h): a plain binary `POST /v2/models/<m>[/versions/<v>]/infer`
+// Native lanes (frontend/lane.h): a plain `POST /v2/models/<m>[/versions/<v>]/infer`
 // for a model version that has a lane, and that the lane's schema certainly accepts
 // (frontend/http_lane.h), never reaches Python: the native thread hands it to the lane
 // and the lane's answer is encoded natively (on the Python loop's thread, where the
@@ -217,16 +217,21 @@ class LaneRequest final : public naiad_lane::Request {
     bool close = !framed_->keep_alive || sh.closing.load(std::memory_order_relaxed);
     std::string data;
 #ifdef NAIAD_HTTP_LANES
-    if (r.error != naiad_lane::kOk) {
-      std::string body = naiad_http_lane::error_body(r.message);
+    auto error_reply = [&](int status, const std::string& message) {
+      std::string body = naiad_http_lane::error_body(message);
       data.reserve(160 + body.size());
-      head_start(data, sh.status_for(r.error));
+      head_start(data, status);
       head_field(data, "Content-Type", "application/json");
       head_end(data, (long long)body.size(), false, close);
       data += body;
+    };
+    std::string header, error;
+    size_t blobs = 0;
+    if (r.error != naiad_lane::kOk) {
+      error_reply(sh.status_for(r.error), r.message);
+    } else if (!naiad_http_lane::infer_header(r, id, plan, header, blobs, error)) {
+      error_reply(sh.status_for(naiad_lane::kInvalidArg), error);
     } else {
-      size_t blobs = 0;
-      std::string header = naiad_http_lane::infer_header(r, id, blobs);
       data.reserve(200 + header.size() + blobs);
       head_start(data, 200);
       if (blobs) {
@@ -238,7 +243,7 @@ class LaneRequest final : public naiad_lane::Request {
       head_end(data, (long long)(header.size() + blobs), false, close);
       data += header;
       for (auto& o : r.outputs)
-        if (o.size) data.append(o.data, o.size);
+        if (o.size && plan.binary(o.name)) data.append(o.data, o.size);
     }
 #else
     (void)r;
@@ -260,6 +265,11 @@ class LaneRequest final : public naiad_lane::Request {
   std::shared_ptr<Framed> framed_;
   std::shared_ptr<LaneShared> shared_;
   bool counted_ = true;
+
+ public:
+#ifdef NAIAD_HTTP_LANES
+  naiad_http_lane::ReplyPlan plan;  // how the answer is written; the JSON inputs' bytes
+#endif
 };
 
 class Server {
@@ -682,7 +692,7 @@ class Server {
     inbox_.push(std::move(req));
   }
 
-  // Hand a framed request to its model's lane when lanes are on, it is a plain binary
+  // Hand a framed request to its model's lane when lanes are on, it is a plain
   // infer for a version with a lane, and the lane takes it; false (nothing done) otherwise.
   bool try_lane(const std::shared_ptr<Request>& req) {
 #ifdef NAIAD_HTTP_LANES
@@ -692,12 +702,14 @@ class Server {
     if (!naiad_http_lane::infer_target(req->target, model, version)) return false;
     naiad_frontend::LanePtr lane = lanes_.find(model, version);
     if (!lane) return false;
-    size_t hlen = naiad_http_lane::plain_header_length(req->headers, req->body_len);
+    bool binary = false;
+    size_t hlen = naiad_http_lane::plain_header_length(req->headers, req->body_len, binary);
     if (!hlen) return false;
     const naiad_lane::Schema& schema = lane->schema();
     auto lr = std::make_unique<LaneRequest>(req, lane_shared_);
     if (!scratch_) scratch_ = std::make_unique<naiad_http_lane::ParseScratch>();
-    if (!naiad_http_lane::parse_infer(schema, req->buf.data() + req->body_off, req->body_len, hlen, *lr, *scratch_) ||
+    if (!naiad_http_lane::parse_infer(schema, req->buf.data() + req->body_off, req->body_len, hlen, binary, *lr,
+                                      lr->plan, *scratch_) ||
         !naiad_lane::admit(schema, *lr))
       return false;
     timespec ts{};

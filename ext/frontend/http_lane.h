@@ -1,12 +1,14 @@
 // KServe v2 HTTP for the native lanes (frontend/lane.h): which requests a lane may take,
 // how their JSON inference header is read, and how the answer is written as JSON.
 //
-// A request is taken only in its plain binary form — the form tritonclient and
-// perf_analyzer send — and only when everything in it is certainly what naiad's Python path
+// A request is taken only in its plain forms — tensors in binary (what tritonclient and
+// perf_analyzer send) or as JSON `data` (what curl users send), outputs in binary or as
+// JSON — and only when everything in it is certainly what naiad's Python path
 // (services/http/codec.py decode_infer) would accept the same way; anything else returns
 // false and the request takes the Python path, which answers it (or words its error) as
 // Triton does. The reply is written byte for byte as the Python path writes it
-// (codec.encode_infer through orjson; errors as router.error_response through json.dumps).
+// (codec.encode_infer through orjson or json.dumps; errors as router.error_response
+// through json.dumps). JSON tensor data is read and written by frontend/kserve_json.h.
 //
 // The JSON header is parsed with RapidJSON (Debian's rapidjson-dev), iteratively (no
 // recursion on the front end's thread), validating UTF-8.
@@ -29,8 +31,9 @@ namespace naiad_http_lane {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
-// JSON headers larger than this are left to Python (the plain form is a few hundred bytes).
-constexpr size_t kMaxJsonHeader = 64 << 10;
+// JSON headers larger than this are left to Python (which reads them off its event loop
+// from its offload_bytes, 1 MiB by default; the binary form's header is a few hundred bytes).
+constexpr size_t kMaxJsonHeader = 1 << 20;
 
 inline bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -75,11 +78,12 @@ inline bool infer_target(std::string_view target, std::string_view& model, std::
   return true;
 }
 
-// The JSON header's length when the request's headers are plain for a lane: exactly one
-// Inference-Header-Content-Length (digits, within the body), no Content-Encoding but
-// identity and no Accept-Encoding asking for anything but identity (codec: compression's
-// request_encoding / response_encoding give identity). 0: not plain.
-inline size_t plain_header_length(const Headers& headers, size_t body_len) {
+// The JSON header's length when the request's headers are plain for a lane: at most one
+// Inference-Header-Content-Length (digits, within the body; none: the whole body is JSON,
+// and `binary` is false), no Content-Encoding but identity and no Accept-Encoding asking for
+// anything but identity (codec: compression's request_encoding / response_encoding give
+// identity). 0: not plain.
+inline size_t plain_header_length(const Headers& headers, size_t body_len, bool& binary) {
   size_t hlen = 0;
   int seen = 0;
   for (auto& kv : headers) {
@@ -96,11 +100,27 @@ inline size_t plain_header_length(const Headers& headers, size_t body_len) {
       if (!v.empty() && v != "identity") return 0;
     }
   }
-  if (seen != 1 || hlen == 0 || hlen > body_len || hlen > kMaxJsonHeader) return 0;
+  binary = seen == 1;
+  if (!binary) hlen = body_len;
+  if (hlen == 0 || hlen > body_len || hlen > kMaxJsonHeader) return 0;
   return hlen;
 }
 
 // ------------------------------------------------------------------ the JSON header --
+
+// How a request's answer is written, and the bytes of its JSON inputs (which the Request's
+// inputs view).
+struct ReplyPlan {
+  bool default_binary = false;  // outputs the request did not name: binary_data_output
+  std::vector<std::pair<std::string, bool>> requested;  // named outputs: binary_data
+  std::string json_inputs;
+
+  bool binary(std::string_view name) const {  // codec.ResponsePlan.binary
+    for (auto& r : requested)
+      if (r.first == name) return r.second;
+    return default_binary;
+  }
+};
 
 // Memory a parse may use without allocating (the front end's thread keeps one).
 struct ParseScratch {
@@ -149,20 +169,23 @@ inline const Value* only(const Value& obj, std::string_view key) {
 
 }  // namespace detail
 
-// Fill `req` (id, inputs as views into `body`, requested outputs) from the request's body
-// (`hlen` bytes of JSON, then the inputs' bytes). False unless the header is the plain
-// binary form: top-level keys only id (string), inputs, outputs, parameters (only
-// binary_data_output: bool); each input exactly {name, datatype, shape, parameters:
-// {binary_data_size}} with the schema's datatype; outputs absent (binary_data_output must
-// be true) or each exactly {name, parameters: {binary_data: true}}, named once each in the
-// schema; the inputs' bytes, in order, exactly the rest of the body.
+// Fill `req` (id, inputs as views into `body` or `plan.json_inputs`, requested outputs) and
+// `plan` from the request's body (`hlen` bytes of JSON, then the inputs' bytes; `binary`:
+// the request named its JSON header's length). False unless the header is a plain form:
+// top-level keys only id (string), inputs, outputs, parameters (only binary_data_output:
+// bool); each input exactly {name, datatype, shape, parameters: {binary_data_size}} or
+// {name, datatype, shape, data} (parameters, if any, empty) with the schema's datatype;
+// outputs absent or each {name} with parameters, if any, only {binary_data: bool}, named
+// once each in the schema; the binary inputs' bytes, in order, exactly the rest of the body.
 inline bool parse_infer(const naiad_lane::Schema& schema, const char* body, size_t body_len, size_t hlen,
-                        naiad_lane::Request& req, ParseScratch& scratch) {
+                        bool binary, naiad_lane::Request& req, ReplyPlan& plan, ParseScratch& scratch) {
   using namespace detail;
   Alloc values(scratch.values, sizeof scratch.values);
   Alloc stack(scratch.stack, sizeof scratch.stack);
   Document doc(&values, 1024, &stack);
-  doc.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag>(body, hlen);
+  // Full precision: decimals round as Python's float() rounds them (kserve_json.h).
+  doc.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag |
+            rapidjson::kParseFullPrecisionFlag>(body, hlen);
   if (doc.HasParseError()) return false;
 
   static const char* const kTop[] = {"id", "inputs", "outputs", "parameters"};
@@ -187,48 +210,73 @@ inline bool parse_infer(const naiad_lane::Schema& schema, const char* body, size
 
   if (inputs == nullptr || !inputs->IsArray() || inputs->Empty()) return false;
   size_t offset = hlen;
+  std::vector<std::pair<size_t, size_t>> json_at;  // (input, offset in plan.json_inputs)
   req.inputs.reserve(inputs->Size());
   for (auto& item : inputs->GetArray()) {
-    static const char* const kInput[] = {"name", "datatype", "shape", "parameters"};
-    const Value* f[4];
+    static const char* const kInput[] = {"name", "datatype", "shape", "parameters", "data"};
+    const Value* f[5];
     if (!members(item, kInput, f)) return false;
-    for (auto* v : f)
-      if (v == nullptr) return false;
+    if (f[0] == nullptr || f[1] == nullptr || f[2] == nullptr) return false;
     if (!f[0]->IsString() || !f[1]->IsString() || !f[2]->IsArray()) return false;
     int index = schema.input_index(str(*f[0]));
     if (index < 0 || str(*f[1]) != schema.inputs[size_t(index)].datatype) return false;
-    const Value* size = only(*f[3], "binary_data_size");
-    if (size == nullptr || !size->IsUint64()) return false;
-    uint64_t n = size->GetUint64();
-    if (n > body_len - offset) return false;
     naiad_lane::Input in;
     in.index = index;
     in.shape.reserve(f[2]->Size());
+    uint64_t count = 1;
     for (auto& d : f[2]->GetArray()) {
-      if (!d.IsInt64() || d.GetInt64() < 0) return false;
+      if (!d.IsInt64() || d.GetInt64() < 0 || d.GetInt64() > (int64_t(1) << 40)) return false;
       in.shape.push_back(d.GetInt64());
+      uint64_t v = uint64_t(d.GetInt64());  // (saturates past 2^40: such JSON is left to Python)
+      count = v && count > (uint64_t(1) << 40) / v ? (uint64_t(1) << 40) + 1 : count * v;
     }
-    in.data = body + offset;
-    in.size = size_t(n);
-    offset += size_t(n);
+    if (f[4] != nullptr) {  // JSON data: no parameters but an empty object
+      if (f[3] != nullptr && (!f[3]->IsObject() || f[3]->MemberCount() != 0)) return false;
+      if (count > (uint64_t(1) << 40)) return false;
+      size_t at = plan.json_inputs.size();
+      if (!naiad_frontend::kserve_json::decode_data(*f[4], str(*f[1]), count, plan.json_inputs)) return false;
+      json_at.emplace_back(req.inputs.size(), at);
+      in.size = plan.json_inputs.size() - at;
+    } else {
+      if (f[3] == nullptr) return false;
+      const Value* size = only(*f[3], "binary_data_size");
+      if (size == nullptr || !size->IsUint64()) return false;
+      uint64_t n = size->GetUint64();
+      if (n > body_len - offset || (n && !binary)) return false;  // (bytes without a header length: Python refuses)
+      in.data = body + offset;
+      in.size = size_t(n);
+      offset += size_t(n);
+    }
     req.inputs.push_back(std::move(in));
   }
   if (offset != body_len) return false;
+  for (auto& [k, at] : json_at) req.inputs[k].data = plan.json_inputs.data() + at;  // (the buffer is whole now)
 
-  if (outputs == nullptr) return binary_output;
+  plan.default_binary = binary_output;
+  if (outputs == nullptr) return true;
   if (!outputs->IsArray() || outputs->Empty()) return false;
   req.outputs.reserve(outputs->Size());
+  plan.requested.reserve(outputs->Size());
   for (auto& item : outputs->GetArray()) {
     static const char* const kOutput[] = {"name", "parameters"};
     const Value* f[2];
-    if (!members(item, kOutput, f) || f[0] == nullptr || f[1] == nullptr || !f[0]->IsString()) return false;
-    const Value* binary = only(*f[1], "binary_data");
-    if (binary == nullptr || !binary->IsTrue()) return false;
+    if (!members(item, kOutput, f) || f[0] == nullptr || !f[0]->IsString()) return false;
+    bool as_binary = false;  // (a named output without binary_data goes as JSON)
+    if (f[1] != nullptr) {
+      static const char* const kOutParams[] = {"binary_data"};
+      const Value* p[1];
+      if (!members(*f[1], kOutParams, p)) return false;
+      if (p[0] != nullptr) {
+        if (!p[0]->IsBool()) return false;
+        as_binary = p[0]->GetBool();
+      }
+    }
     int index = schema.output_index(str(*f[0]));
     if (index < 0) return false;
     for (int o : req.outputs)
       if (o == index) return false;
     req.outputs.push_back(index);
+    plan.requested.emplace_back(std::string(str(*f[0])), as_binary);
   }
   return true;
 }
@@ -293,12 +341,77 @@ inline void json_string(std::string& out, std::string_view s, bool ascii = false
   out += '"';
 }
 
-// The JSON header of a successful answer, as codec.encode_infer writes it for outputs all
-// sent in binary: id (when not empty), model_name, model_version, parameters (when the
-// model set any), outputs with their binary_data_size. `blobs` gets the total of the
-// outputs' bytes.
-inline std::string infer_header(const naiad_lane::Result& r, std::string_view id, size_t& blobs) {
-  std::string out;
+namespace detail {
+
+// Whether `s` is UTF-8 as Python's strict decoder takes it (no overlong forms, no
+// surrogates, nothing past U+10FFFF).
+inline bool strict_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t n = s.size(), i = 0;
+  while (i < n) {
+    unsigned char c = p[i];
+    if (c < 0x80) { ++i; continue; }
+    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || i + len > n) return false;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c == 0xE0) lo = 0xA0;
+    else if (c == 0xED) hi = 0x9F;
+    else if (c == 0xF0) lo = 0x90;
+    else if (c == 0xF4) hi = 0x8F;
+    if (p[i + 1] < lo || p[i + 1] > hi) return false;
+    for (size_t k = 2; k < len; ++k)
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+    i += len;
+  }
+  return true;
+}
+
+// The elements of a BYTES tensor's bytes (each a 4-byte little-endian length, then that
+// many bytes); false when they do not parse.
+template <class F>
+bool each_bytes_element(const char* data, size_t size, F&& f) {
+  size_t i = 0;
+  while (i < size) {
+    if (size - i < 4) return false;
+    uint32_t len;
+    std::memcpy(&len, data + i, 4);
+    i += 4;
+    if (len > size - i) return false;
+    f(std::string_view(data + i, len));
+    i += len;
+  }
+  return true;
+}
+
+}  // namespace detail
+
+// The JSON header of a successful answer, as codec.encode_infer writes it: id (when not
+// empty), model_name, model_version, parameters (when the model set any), each output with
+// its binary_data_size (its bytes follow the header; `blobs` gets their total) or its
+// `data`, as `plan` says. The floats are written as orjson writes them, or as json.dumps
+// does when the Python path would fall back to it (a float that is not finite in the
+// parameters or a JSON output, a BYTES element that is not UTF-8). False: the answer is an
+// error instead, INVALID_ARG with the text in `error` (FP16 or BF16 asked for as JSON).
+inline bool infer_header(const naiad_lane::Result& r, std::string_view id, const ReplyPlan& plan,
+                         std::string& out, size_t& blobs, std::string& error) {
+  namespace kj = naiad_frontend::kserve_json;
+  // The style first: the Python path picks one for the whole document.
+  bool repr = false;
+  for (auto& p : r.params)
+    if (p.kind == naiad_lane::Param::kDouble && !std::isfinite(p.d)) repr = true;
+  for (auto& o : r.outputs) {
+    if (plan.binary(o.name)) continue;
+    if (o.datatype == "FP16" || o.datatype == "BF16") {
+      error = "sending " + std::string(o.datatype) + " data via JSON is not supported. Please use the binary "
+              "data format for output";
+      return false;
+    }
+    if (o.datatype == "BYTES") {
+      detail::each_bytes_element(o.data, o.size, [&](std::string_view e) { repr = repr || !detail::strict_utf8(e); });
+    } else if (!repr && !kj::all_finite(o.datatype, o.data, o.size)) {
+      repr = true;
+    }
+  }
   out.reserve(160 + 96 * r.outputs.size());
   out += '{';
   if (!id.empty()) {
@@ -311,10 +424,6 @@ inline std::string infer_header(const naiad_lane::Result& r, std::string_view id
   out += ",\"model_version\":";
   json_string(out, r.version);
   if (!r.params.empty()) {
-    // One parameter that is not finite sends the Python path to json.dumps for them all.
-    bool repr = false;
-    for (auto& p : r.params)
-      if (p.kind == naiad_lane::Param::kDouble && !std::isfinite(p.d)) repr = true;
     out += ",\"parameters\":{";
     bool first = true;
     for (auto& p : r.params) {
@@ -325,7 +434,7 @@ inline std::string infer_header(const naiad_lane::Result& r, std::string_view id
       switch (p.kind) {
         case naiad_lane::Param::kBool: out += p.b ? "true" : "false"; break;
         case naiad_lane::Param::kInt: out += std::to_string(p.i); break;
-        case naiad_lane::Param::kDouble: naiad_frontend::kserve_json::detail::repr(out, p.d, repr); break;
+        case naiad_lane::Param::kDouble: kj::detail::repr(out, p.d, repr); break;
         case naiad_lane::Param::kString: json_string(out, p.s); break;
       }
     }
@@ -345,13 +454,32 @@ inline std::string infer_header(const naiad_lane::Result& r, std::string_view id
       if (d) out += ',';
       out += std::to_string(o.shape[d]);
     }
-    out += "],\"parameters\":{\"binary_data_size\":";
-    out += std::to_string(o.size);
-    out += "}}";
-    blobs += o.size;
+    out += ']';
+    if (plan.binary(o.name)) {
+      out += ",\"parameters\":{\"binary_data_size\":";
+      out += std::to_string(o.size);
+      out += "}}";
+      blobs += o.size;
+      continue;
+    }
+    out += ",\"data\":";
+    if (o.datatype == "BYTES") {
+      out += '[';
+      bool first = true;
+      detail::each_bytes_element(o.data, o.size, [&](std::string_view e) {
+        if (!first) out += ',';
+        first = false;
+        json_string(out, e);  // (bytes that are not UTF-8 go as they are, as surrogateescape does)
+      });
+      out += ']';
+    } else if (!kj::encode_data(out, o.datatype, o.data, o.size, repr)) {
+      error = "invalid datatype for output " + std::string(o.name);
+      return false;
+    }
+    out += '}';
   }
   out += "]}";
-  return out;
+  return true;
 }
 
 // The body of an error reply: {"error":"<message>"} as json.dumps writes it (ASCII).

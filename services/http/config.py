@@ -74,8 +74,8 @@ class HttpConfig:
         "native", "what serves HTTP: naiad's native front end (falls back to aiohttp with a log line "
         "where it was not built) or aiohttp", "")
     native_lanes: bool = setting(
-        True, "the native front end hands plain binary infer requests straight to the models' native "
-        "lanes (no Python per request); off: every request takes the Python path", "")
+        True, "the native front end hands plain infer requests (tensors in binary or JSON) straight to "
+        "the models' native lanes (no Python per request); off: every request takes the Python path", "")
 
     def validate(self) -> None:
         parse_restricted_api(self.restricted_api)

@@ -1,6 +1,6 @@
 """Native lanes on the HTTP front end (ext/frontend/http_lane.h, services/http/native.py):
-a plain binary infer request for a model with a lane is answered without Python, and
-its reply is byte for byte what the Python path sends. Two real servers serve the same
+a plain infer request (tensors in binary or JSON) for a model with a lane is answered
+without Python, and its reply is byte for byte what the Python path sends. Two real servers serve the same
 repository, one with lanes (the default) and one with `native_lanes = false`; each
 request goes to both over raw sockets and tritonclient, and the raw replies must match.
 The lanes-on server runs in this process so that its `lane_served` counter is read."""
@@ -29,7 +29,7 @@ import tritonclient.http as httpclient  # noqa: E402
 
 from naiad import Server  # noqa: E402
 from support.fuzzing import exchange as fuzz_exchange, responses as fuzz_responses, run_target  # noqa: E402
-from support.models import ADD_SUB_MODEL, write_model  # noqa: E402
+from support.models import ADD_SUB_MODEL, IDENTITY_MODEL, write_model  # noqa: E402
 
 TIMEOUT = 10.0
 
@@ -59,6 +59,27 @@ class TritonPythonModel:
 '''
 
 
+# INT32 in; OUTPUT0 BYTES (the numbers as text, a byte that is not UTF-8 for a negative
+# one), OUTPUT1 FP32 (a third of each, inf for zero).
+TEXT = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
+            text = np.array([(str(v) + ('"\\xe9' if v % 2 else "")).encode() + (b"\\xff" if v < 0 else b"")
+                             for v in x.flat], dtype=object).reshape(x.shape)
+            with np.errstate(divide="ignore"):
+                third = np.where(x == 0, np.inf, x / 3.0).astype(np.float32)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", text), pb_utils.Tensor("OUTPUT1", third)]))
+        return out
+"""
+
+
 def _config(name: str, inputs: list[tuple[str, str, str]], outputs: list[tuple[str, str, str]],
             max_batch_size: int = 4, extra: str = "") -> str:
     def tensors(items: list[tuple[str, str, str]]) -> str:
@@ -81,6 +102,11 @@ def _repository(root: Path) -> Path:
     write_model(repo, "lane_add_sub", _config("lane_add_sub", two, outs, extra="version_policy: { all { } }\n"),
                 ADD_SUB_MODEL, versions=(1, 2))
     write_model(repo, "lane_refuse", _config("lane_refuse", two, outs), REFUSE)
+    write_model(repo, "lane_text", _config("lane_text", [("INPUT0", "TYPE_INT32", "[ -1 ]")],
+                                           [("OUTPUT0", "TYPE_STRING", "[ -1 ]"), ("OUTPUT1", "TYPE_FP32", "[ -1 ]")]),
+                TEXT)
+    half = [("INPUT0", "TYPE_FP16", "[ 2 ]")]
+    write_model(repo, "lane_half", _config("lane_half", half, [("OUTPUT0", "TYPE_FP16", "[ 2 ]")]), IDENTITY_MODEL)
     one = [("INPUT0", "TYPE_INT32", "[ 2, 3 ]")]
     write_model(repo, "lane_params", _config("lane_params", one, [("OUTPUT0", "TYPE_INT32", "[ 2, 3 ]")]),
                 WITH_PARAMS)
@@ -105,7 +131,7 @@ def servers(tmp_path_factory):
         native = on.kernel.services.get("http")._native  # type: ignore[union-attr]
         assert native is not None, "the lanes-on server is not on the native transport"
         deadline = time.monotonic() + TIMEOUT
-        while native.server.lane_count < 7 and time.monotonic() < deadline:  # add_sub 1, 2, ""; 2 x (1, "")
+        while native.server.lane_count < 11 and time.monotonic() < deadline:  # add_sub 1, 2, ""; 4 x (1, "")
             time.sleep(0.02)
         assert native.server.lanes_enabled
         off_native = off.kernel.services.get("http")._native  # type: ignore[union-attr]
@@ -275,13 +301,12 @@ BAD = {
     "batch_mismatch": _bad([_inp(shape=(1, 2)), _inp("INPUT1", shape=(2, 1))], [_B, _B]),
     "extra_bytes": _bad([_inp(), _inp("INPUT1")], [_B, _B + b"\0"]),
     "reserved_parameter": _bad([_inp(), _inp("INPUT1")], [_B, _B], parameters={"triton_x": 1}),
-    "json_outputs": _bad([_inp(), _inp("INPUT1")], [_B, _B], parameters={}),
     "unknown_model": _bad([_inp()], [_B], path="no_such_model"),
     # A lone surrogate escape: text Python holds differently (orjson refuses it, json takes it).
     "lone_surrogate_id": _bad([_inp(), _inp("INPUT1")], [_B, _B], id="@", edit=(b'"@"', b'"\\udc00"')),
     "duplicate_key": _bad([_inp(), _inp("INPUT1")], [_B, _B], id="@", edit=(b'"id":"@"', b'"id":"a","id":"b"')),
 }
-ANSWERED = ("json_outputs", "duplicate_key")  # answered 200 by the Python path, as it reads them
+ANSWERED = ("duplicate_key",)  # answered 200 by the Python path, as it reads them
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -427,9 +452,10 @@ def test_shutdown_turns_lanes_off_at_its_first_step(tmp_path):
 
 @st.composite
 def near_plain_requests(draw) -> bytes:
-    """An infer request for lane_add_sub in the plain binary form, each part of it a little
-    off now and then (one time in `ODDS`): names, datatypes, shapes, sizes, ids, outputs,
-    parameters, extra keys, the header length, the version."""
+    """An infer request for lane_add_sub in a plain form (tensors in binary or as JSON
+    data), each part of it a little off now and then (one time in `ODDS`): names,
+    datatypes, shapes, sizes, ids, outputs, parameters, extra keys, the header length, the
+    version."""
     def odd() -> bool:
         return draw(st.integers(0, ODDS - 1)) == 0
 
@@ -446,17 +472,24 @@ def near_plain_requests(draw) -> bytes:
         n = int(np.prod([max(d, 0) for d in shape])) * (8 if datatype == "FP64" else 4)
         data = draw(st.binary(min_size=n, max_size=n))
         size: object = pick(len(data), len(data) + 1, max(len(data) - 1, 0), -1, 1.0, "8", None)
-        tensor: dict = {"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": size}}
+        tensor: dict = {"name": name, "datatype": datatype, "shape": shape}
+        if draw(st.booleans()):  # as JSON data (finite values: NaN is not JSON)
+            values = np.nan_to_num(np.frombuffer(data, dtype=np.float64 if datatype == "FP64" else
+                                                 np.int32 if datatype == "INT32" else np.float32)).tolist()
+            tensor["data"] = pick(values, values[:-1], [values], [True] * len(values))
+        else:
+            tensor["parameters"] = {"binary_data_size": size}
+            payload += data
         if odd():
             tensor[draw(st.sampled_from(["data", "x"]))] = [1]
         inputs.append(tensor)
-        payload += data
     doc: dict = {}
     if draw(st.booleans()):
         doc["id"] = draw(st.text(max_size=8)) if not odd() else draw(st.integers(0, 3))
     doc["inputs"] = inputs
     if draw(st.booleans()):
-        doc["outputs"] = [{"name": o, "parameters": {"binary_data": pick(True, False, 1)}}
+        doc["outputs"] = [{"name": o, "parameters": {"binary_data": draw(st.booleans()) if not odd() else 1}}
+                          if draw(st.booleans()) else {"name": o}
                           for o in pick(["OUTPUT0"], ["OUTPUT1", "OUTPUT0"], ["OUTPUT2"], ["OUTPUT0", "OUTPUT0"])]
     if "outputs" not in doc or odd():
         doc["parameters"] = pick({"binary_data_output": True}, {"binary_data_output": False}, {"priority": 1}, {})
@@ -464,8 +497,9 @@ def near_plain_requests(draw) -> bytes:
     hlen = pick(len(header), len(header) - 1, len(header) + 1, 0)
     version = pick("", "/versions/1", "/versions/2", "/versions/3", "/versions/02")
     body = header + payload
+    length = f"Inference-Header-Content-Length: {hlen}\r\n" if payload or odd() else ""
     return (f"POST /v2/models/lane_add_sub{version}/infer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-            f"Content-Length: {len(body)}\r\nInference-Header-Content-Length: {hlen}\r\n\r\n").encode() + body
+            f"Content-Length: {len(body)}\r\n{length}\r\n").encode() + body
 
 
 ODDS = 16
@@ -549,3 +583,49 @@ def test_concurrent_clients_get_their_own_answers(servers):
     after = counts()
     assert after[0] - inferences >= clients * per_client  # (batch sizes summed)
     assert after[1] - executions < clients * per_client  # some executions took several requests
+
+
+# ------------------------------------------------------------------ JSON bodies --
+
+
+def json_bytes(path: str, doc: dict, **kw) -> bytes:
+    """A JSON-only infer request, as curl users send it (no Inference-Header-Content-Length)."""
+    body = json.dumps(doc).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "\r\n").encode() + body
+
+
+def test_json_bodies_are_byte_identical(servers):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((2, 3)).round(3)
+    requests = [
+        json_bytes("/v2/models/lane_add_sub/infer", {"id": "j1", "inputs": [
+            {"name": "INPUT0", "shape": [2, 3], "datatype": "FP32", "data": a.tolist()},
+            {"name": "INPUT1", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4.5, 1e-7, -0.0]}]}),
+        json_bytes("/v2/models/lane_add_sub/versions/1/infer", {"inputs": [
+            {"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [0.1, 1e16], "parameters": {}},
+            {"name": "INPUT1", "shape": [1, 2], "datatype": "FP32", "data": [[0.2, 3]]}],
+            "outputs": [{"name": "OUTPUT1"}, {"name": "OUTPUT0", "parameters": {"binary_data": True}}]}),
+        json_bytes("/v2/models/lane_params/infer", {"inputs": [
+            {"name": "INPUT0", "shape": [1, 2, 3], "datatype": "INT32", "data": [1, -2, 3, 2**31 - 1, -2**31, 0]}]}),
+        json_bytes("/v2/models/lane_text/infer", {"inputs": [
+            {"name": "INPUT0", "shape": [1, 3], "datatype": "INT32", "data": [3, 1, 2]}]}),
+        json_bytes("/v2/models/lane_text/infer", {"inputs": [  # a zero: inf, so json.dumps' floats
+            {"name": "INPUT0", "shape": [1, 3], "datatype": "INT32", "data": [3, 0, 2]}]}),
+        json_bytes("/v2/models/lane_text/infer", {"inputs": [  # a negative: not UTF-8, json.dumps' floats
+            {"name": "INPUT0", "shape": [2, 1], "datatype": "INT32", "data": [4, -7]}]}),
+        json_bytes("/v2/models/lane_half/infer", {"inputs": [  # FP16 data as JSON: Python refuses it
+            {"name": "INPUT0", "shape": [1, 2], "datatype": "FP16", "data": [1, 2]}]}),
+    ]
+    got_on, got_off, served = both(servers, *requests)
+    assert got_on == got_off
+    assert served == len(requests) - 1  # (FP16 data in JSON: declined, the Python path refuses it)
+    assert b'"data":[' in got_on[0] and b"Content-Type: application/json" in got_on[0]
+    assert b"Infinity" in got_on[4] and b"\xff" in got_on[5]
+    x = np.array([[1.5, -2.0]], dtype=np.float16)
+    half_binary_in = infer_bytes("/v2/models/lane_half/infer", {"inputs": [
+        {"name": "INPUT0", "shape": [1, 2], "datatype": "FP16", "parameters": {"binary_data_size": 4}}],
+        "outputs": [{"name": "OUTPUT0"}]}, [x.tobytes()])
+    got_on, got_off, served = both(servers, half_binary_in)
+    assert got_on == got_off and served == 1
+    assert got_on[0].startswith(b"HTTP/1.1 400") and b"sending FP16 data via JSON" in got_on[0]
