@@ -253,7 +253,10 @@ inline bool parse_infer(const naiad_lane::Schema& schema, const char* body, size
   for (auto& [k, at] : json_at) req.inputs[k].data = plan.json_inputs.data() + at;  // (the buffer is whole now)
 
   plan.default_binary = binary_output;
-  if (outputs == nullptr) return true;
+  // Outputs written as JSON are written on the Python loop's thread (Request::complete):
+  // large ones are left to Python, which writes them off its loop (codec's offload_bytes).
+  const bool large = body_len - hlen + plan.json_inputs.size() > kMaxJsonHeader;
+  if (outputs == nullptr) return !large || binary_output;
   if (!outputs->IsArray() || outputs->Empty()) return false;
   req.outputs.reserve(outputs->Size());
   plan.requested.reserve(outputs->Size());
@@ -276,6 +279,7 @@ inline bool parse_infer(const naiad_lane::Schema& schema, const char* body, size
     for (int o : req.outputs)
       if (o == index) return false;
     req.outputs.push_back(index);
+    if (large && !as_binary) return false;
     plan.requested.emplace_back(std::string(str(*f[0])), as_binary);
   }
   return true;

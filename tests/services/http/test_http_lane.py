@@ -629,3 +629,17 @@ def test_json_bodies_are_byte_identical(servers):
     got_on, got_off, served = both(servers, half_binary_in)
     assert got_on == got_off and served == 1
     assert got_on[0].startswith(b"HTTP/1.1 400") and b"sending FP16 data via JSON" in got_on[0]
+
+
+def test_large_tensors_wanted_as_json_are_left_to_python(servers):
+    """Outputs written as JSON are written on the event loop: past 1 MiB of input the lane
+    leaves such a request to Python (which writes it off the loop); binary goes on."""
+    a = np.ones((1, 300_000), dtype=np.float32)
+    got_on, got_off, served = both(servers, add_sub_request(a.shape, seed=1))
+    assert got_on == got_off and served == 1
+    doc = {"inputs": [{"name": n, "shape": list(a.shape), "datatype": "FP32",
+                       "parameters": {"binary_data_size": a.nbytes}} for n in ("INPUT0", "INPUT1")],
+           "outputs": [{"name": "OUTPUT0"}]}
+    got_on, got_off, served = both(servers, infer_bytes("/v2/models/lane_add_sub/infer", doc, [a.tobytes()] * 2))
+    assert got_on == got_off and served == 0
+    assert b'"data":[2.0,2.0,' in got_on[0]
