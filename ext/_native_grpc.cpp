@@ -131,6 +131,38 @@ bool parse_output(const uint8_t* b, size_t n, std::string& name) {
   return true;
 }
 
+// A `parameters` map entry the fast path may take: only `triton_enable_empty_final_response`
+// as a bool (perf_analyzer sends it on every call; it changes nothing for a unary call, and
+// services/grpc/convert.py reads it as an option, not a request parameter).
+bool parse_known_parameter(const uint8_t* b, size_t n) {
+  static constexpr std::string_view kEmptyFinal = "triton_enable_empty_final_response";
+  naiad_frontend::Reader r(b, n);
+  bool key_ok = false, value_ok = false;
+  while (!r.done()) {
+    uint64_t key = r.varint();
+    if (!r.ok || (key & 7) != 2) return false;
+    const uint8_t* d;
+    size_t len;
+    if (!r.bytes(&d, &len)) return false;
+    if ((key >> 3) == 1) {
+      key_ok = std::string_view(reinterpret_cast<const char*>(d), len) == kEmptyFinal;
+    } else if ((key >> 3) == 2) {  // InferParameter: bool_param (1) only
+      naiad_frontend::Reader v(d, len);
+      value_ok = false;
+      while (!v.done()) {
+        uint64_t k = v.varint();
+        if (!v.ok || k != ((1 << 3) | 0)) return false;
+        v.varint();
+        if (!v.ok) return false;
+        value_ok = true;
+      }
+    } else {
+      return false;
+    }
+  }
+  return key_ok && value_ok;
+}
+
 // The fields of a ModelInferRequest the fast path serves; false sends it to Python.
 bool parse_infer(const uint8_t* b, size_t n, Parsed& out) {
   naiad_frontend::Reader r(b, n);
@@ -152,8 +184,11 @@ bool parse_infer(const uint8_t* b, size_t n, Parsed& out) {
         out.outputs.emplace_back();
         if (!parse_output(d, len, out.outputs.back())) return false;
         break;
+      case 4:
+        if (!parse_known_parameter(d, len)) return false;  // any other parameter: Python reads it
+        break;
       case 7: out.raws.emplace_back(size_t(d - b), len); break;
-      default: return false;  // parameters (4), unknown fields
+      default: return false;  // unknown fields
     }
   }
   if (out.raws.size() != out.inputs.size()) return false;
