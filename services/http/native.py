@@ -9,9 +9,9 @@ The reply goes back as one native call; the native thread writes it.
 Native lanes (ext/frontend/lane.h): the models service tells this adapter of its models'
 lanes (`WatchLanes`, through `LaneGate`), and the native thread hands a plain infer
 request (tensors in binary or as JSON data) straight to its model's lane, never waking
-Python for it. Lanes stay off
-when `native_lanes` is false, header forwarding is configured or the inference API is
-restricted (for good), while tracing is on, and from the first sign of shutdown.
+Python for it. Lanes stay off when `native_lanes` is false, header forwarding is
+configured or the inference API is restricted (for good), while tracing is on, and from
+the first sign of shutdown.
 """
 
 from __future__ import annotations
