@@ -643,3 +643,47 @@ def test_large_tensors_wanted_as_json_are_left_to_python(servers):
     got_on, got_off, served = both(servers, infer_bytes("/v2/models/lane_add_sub/infer", doc, [a.tobytes()] * 2))
     assert got_on == got_off and served == 0
     assert b'"data":[2.0,2.0,' in got_on[0]
+
+
+def test_expect_continue_and_chunked_bodies_take_the_lane(servers):
+    """What curl sends for a large body (Expect: 100-continue) and a chunked body are framed
+    first, then taken by the lane like any other."""
+    plain = add_sub_request((2, 300), request_id="big", seed=5)
+    head, _, body = plain.partition(b"\r\n\r\n")
+    chunked_head = head.replace(f"Content-Length: {len(body)}".encode(), b"Transfer-Encoding: chunked")
+    chunked = chunked_head + b"\r\n\r\n" + b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000]) for i in range(0, len(body), 1000)) + b"0\r\n\r\n"
+    on, off, native = servers
+    for server in (on, off):
+        before = native.lane_served
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+            assert f.readline() == b"HTTP/1.1 100 Continue\r\n" and f.readline() == b"\r\n"
+            sock.sendall(body)
+            expect_reply = read_reply(f)
+            sock.sendall(chunked)
+            chunked_reply = read_reply(f)
+        assert expect_reply == chunked_reply == exchange(server.http_port, plain)[0]
+        assert native.lane_served - before == (3 if server is on else 0)
+
+
+@pytest.mark.parametrize("setting", ['header_forward_pattern = "^x-"', 'restricted_api = ["inference:key=v"]'])
+def test_settings_python_applies_per_request_keep_lanes_off(tmp_path, setting):
+    repo = tmp_path / "models"
+    write_model(repo, "lane_params", _config("lane_params", [("INPUT0", "TYPE_INT32", "[ 2, 3 ]")],
+                                             [("OUTPUT0", "TYPE_INT32", "[ 2, 3 ]")]), IDENTITY_MODEL)
+    config = tmp_path / "naiad.toml"
+    config.write_text(f"[services.http]\n{setting}\n")
+    server = Server(repo, services=["http"], config=str(config)).start()
+    try:
+        native = server.kernel.services.get("http")._native  # type: ignore[union-attr]
+        x = np.zeros((1, 2, 3), dtype=np.int32)
+        doc = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 2, 3],
+                           "parameters": {"binary_data_size": x.nbytes}}], "parameters": {"binary_data_output": True}}
+        reply = exchange(server.http_port, infer_bytes("/v2/models/lane_params/infer", doc, [x.tobytes()],
+                                                       headers={"key": "v", "x-a": "1"}))[0]
+        assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:300]
+        assert native.lanes is None and not native.server.lanes_enabled and native.server.lane_served == 0
+    finally:
+        server.stop()
