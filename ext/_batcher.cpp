@@ -615,6 +615,7 @@ PYBIND11_MODULE(_batcher, m) {
         .def("waited_ns", &naiad_lane::LaneBatch::waited_ns, py::arg("now"))
         .def("drop_cancelled", &naiad_lane::LaneBatch::drop_cancelled, py::arg("code"), py::arg("message"),
              "answer the requests whose clients cancelled and leave them out: how many")
+        .def("is_cancelled", &naiad_lane::LaneBatch::is_cancelled, py::arg("index"))
         .def("layout", &naiad_lane::LaneBatch::layout)
         .def("copy_into", &naiad_lane::LaneBatch::copy_into, py::arg("view"), py::arg("base"))
         .def("complete", &naiad_lane::LaneBatch::complete, py::arg("rds"), py::arg("block"),

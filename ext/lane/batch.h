@@ -168,6 +168,10 @@ class LaneBatch {
     return py::make_tuple(ok, ok_ns, bad, bad_ns, std::move(ms));
   }
 
+  // Whether request `i` of the batch was cancelled by its client (the model's
+  // is_cancelled()); false past the end or once answered.
+  bool is_cancelled(size_t i) const { return i < reqs_.size() && reqs_[i] && reqs_[i]->cancelled(); }
+
   // Answer the requests whose clients cancelled (Request::cancelled) with `code` and
   // `message` and leave them out of the batch; returns how many. (Before execution, as
   // the Python scheduler skips a request cancelled while queued.)

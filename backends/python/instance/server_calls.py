@@ -88,7 +88,12 @@ class ServerCalls:
         """A model's `is_cancelled()`: answered at once from the server's own cancel flag."""
         _, _, cid, _, (bid, index) = msg
         batch = self.batches.get(bid)
-        cancelled = batch is not None and batch.requests[index].cancel.cancelled
+        if batch is None:
+            cancelled = False
+        elif batch.lane is not None:  # a native lane's request: its front end knows
+            cancelled = batch.lane.is_cancelled(index)
+        else:
+            cancelled = index < len(batch.requests) and batch.requests[index].cancel.cancelled
         self._send(CALL_RESULT, cid, None, cancelled)
 
     def _metric_call(self, msg: tuple) -> None:

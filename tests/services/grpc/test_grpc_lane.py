@@ -337,11 +337,7 @@ def test_cancelled_call_and_server_keeps_serving(servers):
     _still_serves(on)
 
 
-@pytest.mark.parametrize("which", [
-    pytest.param(0, marks=pytest.mark.skip(
-        reason="lanes: a model's is_cancelled() on a lane request is not answered yet (the stub waits for ever)")),
-    1,
-], ids=["lanes", "no-lanes"])
+@pytest.mark.parametrize("which", [0, 1], ids=["lanes", "no-lanes"])
 def test_cancel_reaches_the_model(servers, which):
     proc = servers[which]
     rid = f"seen-{which}"
