@@ -112,10 +112,17 @@ class NativeHttpServer(NativeFront):
         self.lanes = LaneGate(self.server, self.bus, self.owner, self._lanes_allowed, self.log)
         await self.lanes.watch()
 
+    def _stop_lanes(self) -> None:
+        """Shutdown began: every request takes the Python path from now on, and the kernel's
+        drain waits for the requests on lanes too (once)."""
+        lanes = self.lanes
+        if lanes is not None and not lanes.draining:
+            lanes.drain()
+            lanes.hold_inflight(self.lifecycle)
+
     def close_listener(self) -> None:
         """No new connections; the open ones are served on (shutdown's first step)."""
-        if self.lanes is not None:
-            self.lanes.drain()
+        self._stop_lanes()
         close = getattr(self.server, "close_listener", None)  # absent from builds before it
         if close is not None:
             close()
@@ -135,7 +142,7 @@ class NativeHttpServer(NativeFront):
         lanes = self.lanes
         if lanes is not None:
             if not self.lifecycle.accepting:
-                lanes.drain()
+                self._stop_lanes()
             else:
                 lanes.check()
         spawn = self.spawn

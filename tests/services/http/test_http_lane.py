@@ -29,7 +29,8 @@ import tritonclient.http as httpclient  # noqa: E402
 
 from naiad import Server  # noqa: E402
 from support.fuzzing import exchange as fuzz_exchange, responses as fuzz_responses, run_target  # noqa: E402
-from support.models import ADD_SUB_MODEL, IDENTITY_MODEL, write_model  # noqa: E402
+from support.models import ADD_SUB_MODEL, DELAYED_IDENTITY_MODEL, IDENTITY_MODEL, write_model  # noqa: E402
+from support.naiad_process import NaiadProcess  # noqa: E402
 
 TIMEOUT = 10.0
 
@@ -687,3 +688,31 @@ def test_settings_python_applies_per_request_keep_lanes_off(tmp_path, setting):
         assert native.lanes is None and not native.server.lanes_enabled and native.server.lane_served == 0
     finally:
         server.stop()
+
+
+def test_shutdown_waits_for_requests_on_lanes(tmp_path):
+    """SIGTERM while a request is on a lane: the kernel's drain counts it and waits for its
+    answer, which the client gets; the server exits cleanly."""
+    repo = tmp_path / "models"
+    write_model(repo, "slow", _config("slow", [("INPUT0", "TYPE_FP32", "[ -1 ]")], [("OUTPUT0", "TYPE_FP32", "[ -1 ]")],
+                                      extra='parameters { key: "delay" value: { string_value: "0.6" } }\n'),
+                DELAYED_IDENTITY_MODEL)
+    proc = NaiadProcess(tmp_path / "server", ["--model-repository", str(repo)])
+    proc.start()
+    try:
+        x = np.array([[1.5, -2.0]], dtype=np.float32)
+        doc = {"id": "drained", "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2],
+                                            "parameters": {"binary_data_size": x.nbytes}}],
+               "parameters": {"binary_data_output": True}}
+        with socket.create_connection(("127.0.0.1", proc.http_port), timeout=TIMEOUT) as sock:
+            sock.sendall(infer_bytes("/v2/models/slow/infer", doc, [x.tobytes()]))
+            time.sleep(0.2)
+            proc.signal()
+            reply = read_reply(sock.makefile("rb"))
+        assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(x.tobytes()), reply[:300]
+        assert b'"id":"drained"' in reply
+        assert proc.wait(30) == 0
+        logs = proc.logs()
+        assert "in-flight" in logs and "Found 1 live models and 1 in-flight" in logs, logs[-3000:]
+    finally:
+        proc.kill_if_running()
