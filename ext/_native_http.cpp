@@ -585,11 +585,11 @@ class Server {
       return;
     }
     for (;;) {
-      size_t old = c.in.size();
-      c.in.resize(old + kReadChunk);
-      ssize_t r = ::recv(c.fd, &c.in[old], kReadChunk, 0);
+      // Into the thread's scratch, then appended: growing `in` by a whole chunk first would
+      // zero-fill 64 KiB per read (a std::string cannot grow uninitialised).
+      if (rbuf_.size() < kReadChunk) rbuf_.resize(kReadChunk);
+      ssize_t r = ::recv(c.fd, rbuf_.data(), kReadChunk, 0);
       if (r <= 0) {
-        c.in.resize(old);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (r < 0 && errno == EINTR) continue;
         if (r == 0) {
@@ -599,7 +599,7 @@ class Server {
         close_conn(id);  // a reset or error: a request with Python is answered into the void
         return;
       }
-      c.in.resize(old + size_t(r));
+      c.in.append(rbuf_.data(), size_t(r));
       c.rate_bytes += size_t(r);
       if (c.busy && c.in.size() >= kMaxPipelined) {
         // Pipelined bytes wait in the socket until the request with Python is answered.
@@ -740,6 +740,7 @@ class Server {
   std::atomic<size_t> nconns_{0};
   uint64_t next_id_ = 0;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
+  std::vector<char> rbuf_;  // the native thread's read scratch (kReadChunk)
   Handoff<std::shared_ptr<Request>> inbox_;
   std::shared_ptr<Handoff<Out>> outbox_ = std::make_shared<Handoff<Out>>();
   naiad_frontend::LaneRegistry lanes_;
