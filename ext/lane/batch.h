@@ -177,13 +177,7 @@ class LaneBatch {
   // the Python scheduler skips a request cancelled while queued.)
   int64_t drop_cancelled(int code, const std::string& message) {
     int64_t n = 0;
-    Result res;
-    res.error = code;
-    res.message = message;
-    if (schema_) {
-      res.model = schema_->model;
-      res.version = schema_->version;
-    }
+    const Result res = error_result(code, message);
     std::vector<std::unique_ptr<Request>> live;
     live.reserve(reqs_.size());
     for (auto& r : reqs_) {
@@ -201,13 +195,7 @@ class LaneBatch {
   // Answer every request still here with one error (the execution failed as a whole, the
   // stub died, the model is unloading). Returns (answered, their total ns). Needs no GIL.
   std::pair<int64_t, int64_t> fail(int code, const std::string& message) {
-    Result res;
-    res.error = code;
-    res.message = message;
-    if (schema_) {
-      res.model = schema_->model;
-      res.version = schema_->version;
-    }
+    const Result res = error_result(code, message);
     int64_t n = 0, ns = 0;
     const int64_t now = mono_ns();
     for (auto& r : reqs_) {
@@ -234,6 +222,18 @@ class LaneBatch {
   }
 
  private:
+  // The answer every request of a failed or skipped batch gets.
+  Result error_result(int code, const std::string& message) const {
+    Result res;
+    res.error = code;
+    res.message = message;
+    if (schema_) {
+      res.model = schema_->model;
+      res.version = schema_->version;
+    }
+    return res;
+  }
+
   static void read_params(py::handle params, std::vector<Param>& out) {
     if (params.is_none()) return;
     py::dict d = py::reinterpret_borrow<py::dict>(params);

@@ -81,10 +81,13 @@ class Settings:
     restart_backoff_max: float = 30.0
 
 
+_RESCHEDULE_REFUSED = (
+    "Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE, but the model is not configured with "
+    "sequence_batching { iterative_sequence: true }, the only scheduler that reschedules requests")
+
+
 def _reschedule_refused() -> InferenceError:
-    return InferenceError.invalid(
-        "Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE, but the model is not configured with "
-        "sequence_batching { iterative_sequence: true }, the only scheduler that reschedules requests")
+    return InferenceError.invalid(_RESCHEDULE_REFUSED)
 
 
 class _Batch:
@@ -445,7 +448,7 @@ class Session(ServerCalls):
                                                 FAILED.format(instance=self.instance_name, message=error))
             else:
                 block = self.ep.peer[rid].view[base : base + total] if rid >= 0 else None
-                batch.summary = batch.lane.complete(rds, block, _reschedule_refused().message)
+                batch.summary = batch.lane.complete(rds, block, _RESCHEDULE_REFUSED)
         finally:
             if rid >= 0:
                 self.ep.frees.append(rid)
